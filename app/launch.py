@@ -15,9 +15,8 @@ import sys
 import tempfile
 from dataclasses import dataclass
 
-from backend.settings import get_settings as backend_settings
-
 from app.settings import get_settings as app_settings
+from backend.settings import get_settings as backend_settings
 
 logger = logging.getLogger("flywheel")
 
@@ -60,8 +59,9 @@ def main() -> None:
         raise SystemExit(1)
     for service in found:
         logger.info("%-13s %s", f"{service.name.capitalize()}:", service.url)
-    procfile = tempfile.NamedTemporaryFile("w", prefix="flywheel-", suffix=".Procfile", delete=False)
-    with procfile:
+    with tempfile.NamedTemporaryFile(
+        "w", prefix="flywheel-", suffix=".Procfile", delete=False
+    ) as procfile:
         procfile.write("".join(f"{s.name}: {s.command}\n" for s in found))
     honcho = shutil.which("honcho", path=os.path.dirname(sys.executable)) or "honcho"
     os.execv(honcho, [honcho, "start", "-f", procfile.name, "-d", os.getcwd()])

@@ -92,18 +92,20 @@ def _build_chat(path: Path) -> None:
     )
     bpe.train_from_iterator([_CORPUS] * 4, trainer=trainer)
     trained = json.loads(bpe.to_str())["model"]
+    merges = trained["merges"]
     tokenizer = Qwen2Tokenizer(
         vocab=trained["vocab"],
-        merges=[tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in trained["merges"]],
+        merges=[tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in merges],  # type: ignore[misc]
         bos_token=None,
         eos_token=EOS,
         pad_token=BOS,
-        unk_token=None,
+        unk_token=None,  # type: ignore[arg-type]  # byte-level BPE never needs one
         model_max_length=4096,
     )
     tokenizer.chat_template = CHAT_TEMPLATE
     tokenizer.save_pretrained(path)
 
+    bos_id, eos_id = (int(tokenizer.convert_tokens_to_ids(t)) for t in (BOS, EOS))  # type: ignore[arg-type]
     config = Qwen2Config(
         vocab_size=len(tokenizer),
         hidden_size=64,
@@ -113,9 +115,9 @@ def _build_chat(path: Path) -> None:
         num_key_value_heads=2,
         max_position_embeddings=4096,
         tie_word_embeddings=True,
-        bos_token_id=tokenizer.convert_tokens_to_ids(BOS),
-        eos_token_id=tokenizer.convert_tokens_to_ids(EOS),
-        pad_token_id=tokenizer.convert_tokens_to_ids(BOS),
+        bos_token_id=bos_id,
+        eos_token_id=eos_id,
+        pad_token_id=bos_id,
     )
     torch.manual_seed(SEED)
     model = Qwen2ForCausalLM(config)
@@ -132,7 +134,7 @@ def _wordpiece_vocab() -> list[str]:
 
 
 def _bert_base(path: Path) -> tuple[object, object]:
-    from transformers import BertConfig, BertTokenizerFast
+    from transformers import BertConfig, BertTokenizerFast  # type: ignore[attr-defined]
 
     path.mkdir(parents=True, exist_ok=True)
     vocab_file = path / "vocab.txt"
@@ -199,7 +201,8 @@ def build(path: Path | str, kind: Kind = "chat") -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
         _BUILDERS[kind](tmp)
-        (tmp / _MARKER).write_text(json.dumps({"kind": kind, "version": TINY_VERSION, "seed": SEED}))
+        marker = {"kind": kind, "version": TINY_VERSION, "seed": SEED}
+        (tmp / _MARKER).write_text(json.dumps(marker))
         if target.exists():
             shutil.rmtree(target)
         os.replace(tmp, target)
