@@ -55,6 +55,12 @@ class BackendSettings(BaseSettings):
         alias="VLLM_ALLOW_RUNTIME_LORA_UPDATING",
         description="Expose /v1/load_lora_adapter and /v1/unload_lora_adapter.",
     )
+    max_num_seqs: int = Field(
+        32,
+        alias="MAX_NUM_SEQS",
+        ge=1,
+        description="Most sequences decoded together in one forward pass (vLLM's --max-num-seqs).",
+    )
     request_timeout_s: float = Field(120.0, alias="MODEL_REQUEST_TIMEOUT_S", gt=0)
     hf_offline: bool = Field(
         False,
