@@ -28,11 +28,34 @@ class AppSettings(BaseSettings):
     api_port: int = Field(8000, alias="API_PORT", ge=1, le=65535)
     ui_host: str = Field("127.0.0.1", alias="UI_HOST")
     ui_port: int = Field(8501, alias="UI_PORT", ge=1, le=65535)
+    admin_name: str = Field("admin", alias="ADMIN_NAME", description="Local admin made on start.")
+    max_upload_mb: float = Field(20.0, alias="MAX_UPLOAD_MB", gt=0)
+    default_collection: str = Field("default", alias="DEFAULT_COLLECTION", min_length=1)
+    # Agent behaviour.
+    top_k: int = Field(5, alias="AGENT_TOP_K", ge=1, le=50, description="Sources per answer.")
+    memory_k: int = Field(5, alias="AGENT_MEMORY_K", ge=0, le=50)
+    history_messages: int = Field(6, alias="AGENT_HISTORY_MESSAGES", ge=0)
+    min_relevance: float = Field(
+        0.0, alias="AGENT_MIN_RELEVANCE", description="Drop chunks scoring below this."
+    )
+    temperature: float = Field(0.2, alias="AGENT_TEMPERATURE", ge=0, le=2)
+    max_tokens: int = Field(512, alias="AGENT_MAX_TOKENS", ge=1)
+    remember_timeout_s: float = Field(30.0, alias="MEMORY_TIMEOUT_S", gt=0)
 
     @property
     def db_url(self) -> str:
         """The database URL in force."""
         return self.database_url or f"sqlite:///{self.data_dir / 'flywheel.db'}"
+
+    @property
+    def checkpoints_path(self) -> str:
+        """SQLite file of the agent's per-thread checkpoints (when not on PostgreSQL)."""
+        return str(self.data_dir / "checkpoints.db")
+
+    @property
+    def max_upload_bytes(self) -> int:
+        """The largest upload accepted, in bytes."""
+        return int(self.max_upload_mb * 1024 * 1024)
 
     @property
     def api_url(self) -> str:

@@ -1,0 +1,1 @@
+"""The LangGraph agent: recall → understand → retrieve → generate → remember → store."""

@@ -1,0 +1,290 @@
+"""The graph's nodes. Each is async, reads the state and context, returns what it changes.
+
+A failing model or memory never loses the turn: the error is recorded in the state and the
+turn is still stored, so the user gets an error event and the trainer sees what happened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import time
+from dataclasses import asdict, is_dataclass
+from typing import Any, Literal
+
+from langgraph.runtime import Runtime
+
+from app.agent import prompts
+from app.agent.citations import cited_sources, drop_dangling
+from app.agent.context import Context
+from app.agent.state import Message, State
+from backend.errors import ModelServerError
+
+logger = logging.getLogger(__name__)
+
+# Greetings and thanks need no search; anything else goes to retrieval unless the model
+# (with history) says otherwise.
+SMALL_TALK = re.compile(
+    r"^\s*(hi|hello|hey|hallo|good (morning|afternoon|evening)|thanks?( you)?|thank you|"
+    r"ok(ay)?|bye|goodbye|how are you)\b[\s!.?]*$",
+    re.IGNORECASE,
+)
+MAX_SUB_QUERIES = 3
+
+
+def _ms(start: float) -> float:
+    return round((time.perf_counter() - start) * 1000, 3)
+
+
+def _record(item: Any) -> dict[str, Any]:
+    """A JSON-ready dict from a dataclass, pydantic model or mapping."""
+    if isinstance(item, dict):
+        return dict(item)
+    if is_dataclass(item) and not isinstance(item, type):
+        return asdict(item)
+    dump = getattr(item, "model_dump", None)
+    if callable(dump):
+        return dict(dump(mode="json"))
+    return dict(vars(item))
+
+
+def _jsonable(record: dict[str, Any]) -> dict[str, Any]:
+    return json.loads(json.dumps(record, default=str))
+
+
+async def recall(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
+    """Start a turn: clear the last turn's fields and recall the user's memories."""
+    ctx, start = runtime.context, time.perf_counter()
+    memories: list[dict[str, Any]] = []
+    if ctx.memory is not None and ctx.memory_k > 0 and state.question.strip():
+        try:
+            found = await asyncio.to_thread(
+                ctx.memory.recall, ctx.user_id, state.question, ctx.memory_k
+            )
+            memories = [_jsonable(_record(m)) for m in found]
+        except Exception as exc:  # memory is a nice-to-have: never fail the chat for it
+            logger.warning("memory recall failed, answering without memories: %s", exc)
+    return {
+        "memories": memories,
+        "standalone_query": state.question,
+        "route": "retrieve",
+        "sub_queries": [],
+        "chunks": [],
+        "prompt": [],
+        "answer": "",
+        "sources": [],
+        "usage": {},
+        "error": None,
+        "timings": {"recall_ms": _ms(start)},
+    }
+
+
+def parse_understanding(raw: str, question: str) -> tuple[str, str, list[str]]:
+    """``(standalone, route, sub_queries)`` from the model's JSON.
+
+    The original question and ``retrieve`` when it cannot be parsed.
+    """
+    match = re.search(r"\{.*\}", raw, re.DOTALL)
+    try:
+        data = json.loads(match.group(0) if match else raw)
+    except (json.JSONDecodeError, TypeError):
+        return question, "retrieve", []
+    if not isinstance(data, dict):
+        return question, "retrieve", []
+    standalone = data.get("standalone")
+    standalone = (
+        standalone.strip() if isinstance(standalone, str) and standalone.strip() else question
+    )
+    route = data.get("route") if data.get("route") in ("retrieve", "direct") else "retrieve"
+    raw_subs = data.get("sub_queries")
+    subs: list[Any] = raw_subs if isinstance(raw_subs, list) else []
+    sub_queries = [s.strip() for s in subs if isinstance(s, str) and s.strip()][:MAX_SUB_QUERIES]
+    return standalone, str(route), sub_queries if len(sub_queries) > 1 else []
+
+
+async def understand(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
+    """Make the question stand alone using the history, and decide whether to search."""
+    ctx, start = runtime.context, time.perf_counter()
+    timings = {**state.timings}
+    if SMALL_TALK.match(state.question):
+        timings["understand_ms"] = _ms(start)
+        return {"route": "direct", "standalone_query": state.question, "timings": timings}
+    history = state.messages[-ctx.history_messages :] if ctx.history_messages else []
+    if not history:  # a first question stands alone already: save a model call
+        timings["understand_ms"] = _ms(start)
+        return {"route": "retrieve", "standalone_query": state.question, "timings": timings}
+    conversation = "\n".join(f"{m['role']}: {m['content']}" for m in history)
+    messages = [
+        {"role": "system", "content": prompts.UNDERSTAND_SYSTEM},
+        {
+            "role": "user",
+            "content": f"Conversation:\n{conversation}\n\nLast message: {state.question}",
+        },
+    ]
+    try:
+        raw = await ctx.llm.complete(
+            messages,
+            model=ctx.model,
+            temperature=0.0,
+            max_tokens=200,
+            response_format={"type": "json_object"},
+        )
+    except ModelServerError as exc:
+        logger.warning("query rewrite failed, searching with the question as asked: %s", exc)
+        raw = ""
+    standalone, route, subs = parse_understanding(raw, state.question)
+    timings["understand_ms"] = _ms(start)
+    return {"standalone_query": standalone, "route": route, "sub_queries": subs, "timings": timings}
+
+
+def after_understand(state: State) -> Literal["retrieve", "generate"]:
+    """Search the documents, or answer directly."""
+    return "generate" if state.route == "direct" else "retrieve"
+
+
+async def retrieve(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
+    """Search the user's documents for each query and merge the results by chunk."""
+    ctx, start = runtime.context, time.perf_counter()
+    queries = state.sub_queries or [state.standalone_query or state.question]
+    best: dict[str, dict[str, Any]] = {}
+    if ctx.retriever is not None:
+        for query in queries:
+            results = await asyncio.to_thread(
+                ctx.retriever.search,
+                query,
+                owner=ctx.user_id,
+                collection=ctx.collection,
+                k=ctx.top_k,
+            )
+            for result in results:
+                chunk = _jsonable(_record(result))
+                key = str(chunk.get("chunk_id"))
+                if key not in best or chunk.get("score", 0) > best[key].get("score", 0):
+                    best[key] = chunk
+    chunks = sorted(best.values(), key=lambda c: c.get("score", 0.0), reverse=True)
+    chunks = [c for c in chunks if c.get("score", 0.0) >= ctx.min_relevance][: ctx.top_k]
+    return {"chunks": chunks, "timings": {**state.timings, "retrieve_ms": _ms(start)}}
+
+
+def after_retrieve(state: State) -> Literal["generate", "not_found"]:
+    """Answer from the sources, or say plainly that none were found."""
+    return "generate" if state.chunks else "not_found"
+
+
+async def not_found(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
+    """Say that the documents hold nothing on this, instead of inventing an answer."""
+    runtime.stream_writer({"event": "token", "text": prompts.NOT_FOUND})
+    return {
+        "answer": prompts.NOT_FOUND,
+        "sources": [],
+        "timings": {**state.timings, "generate_ms": 0.0},
+    }
+
+
+def build_prompt(state: State, ctx: Context) -> list[Message]:
+    """The exact messages the answer is generated from."""
+    system = prompts.ANSWER_SYSTEM if state.chunks else prompts.DIRECT_SYSTEM
+    parts = [system]
+    if state.chunks:
+        parts.append(prompts.format_sources(state.chunks))
+    if state.memories:
+        parts.append(prompts.format_memories(state.memories))
+    history = state.messages[-ctx.history_messages :] if ctx.history_messages else []
+    return [
+        {"role": "system", "content": "\n\n".join(parts)},
+        *({"role": m["role"], "content": m["content"]} for m in history),
+        {"role": "user", "content": state.question},
+    ]
+
+
+async def generate(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
+    """Stream the answer token by token, then map its citations to sources."""
+    ctx, start = runtime.context, time.perf_counter()
+    prompt = build_prompt(state, ctx)
+    pieces: list[str] = []
+    usage: dict[str, int] = {}
+    error: str | None = None
+    first_token_ms: float | None = None
+    try:
+        async for delta in ctx.llm.stream(prompt, model=ctx.model, **ctx.sampling):
+            if delta.text:
+                if first_token_ms is None:
+                    first_token_ms = _ms(start)
+                pieces.append(delta.text)
+                runtime.stream_writer({"event": "token", "text": delta.text})
+            if delta.prompt_tokens is not None:
+                usage["prompt_tokens"] = delta.prompt_tokens
+            if delta.completion_tokens is not None:
+                usage["completion_tokens"] = delta.completion_tokens
+    except ModelServerError as exc:
+        error = f"model server failed while answering: {exc}"
+        logger.error("turn %s: %s", ctx.turn_id, error)
+    answer = "".join(pieces)
+    clean = drop_dangling(answer, len(state.chunks))
+    timings = {**state.timings, "generate_ms": _ms(start)}
+    if first_token_ms is not None:
+        timings["first_token_ms"] = first_token_ms
+    return {
+        "prompt": prompt,
+        "answer": clean,
+        "sources": cited_sources(clean, state.chunks),
+        "usage": usage,
+        "error": error,
+        "timings": timings,
+    }
+
+
+async def remember(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
+    """Hand the finished exchange to memory, off the request path."""
+    ctx = runtime.context
+    if ctx.memory is None or state.error or not state.answer:
+        return {}
+    exchange = [
+        {"role": "user", "content": state.question},
+        {"role": "assistant", "content": state.answer},
+    ]
+    memory = ctx.memory
+
+    def write() -> Any:
+        return memory.remember(ctx.user_id, exchange, thread_id=ctx.thread_id)
+
+    if ctx.schedule_remember is not None:
+        ctx.schedule_remember(write)
+    return {}
+
+
+async def store(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
+    """Write the turn whole, and add the exchange to the thread's history."""
+    ctx = runtime.context
+    timings = {**state.timings, "total_ms": round(sum(state.timings.values()), 3)}
+    record = {
+        "id": ctx.turn_id,
+        "thread_id": ctx.thread_id,
+        "user_id": ctx.user_id,
+        "collection": ctx.collection,
+        "question": state.question,
+        "standalone_query": state.standalone_query,
+        "route": state.route,
+        "messages": state.prompt,
+        "retrieved": state.chunks,
+        "memories": state.memories,
+        "answer": state.answer,
+        "sources": state.sources,
+        "model": ctx.base_model,
+        "adapter_version": ctx.adapter_version,
+        "sampling": {**ctx.sampling},
+        "timings": timings,
+        "prompt_tokens": state.usage.get("prompt_tokens"),
+        "completion_tokens": state.usage.get("completion_tokens"),
+        "error": state.error,
+    }
+    if ctx.save_turn is not None:
+        start = time.perf_counter()
+        await asyncio.to_thread(ctx.save_turn, record)
+        timings["store_ms"] = _ms(start)
+    history: list[Message] = [{"role": "user", "content": state.question}]
+    if state.answer:
+        history.append({"role": "assistant", "content": state.answer})
+    return {"messages": history, "timings": timings}
