@@ -40,6 +40,9 @@ class AppSettings(BaseSettings):
     )
     temperature: float = Field(0.2, alias="AGENT_TEMPERATURE", ge=0, le=2)
     max_tokens: int = Field(512, alias="AGENT_MAX_TOKENS", ge=1)
+    model_wait_s: float = Field(
+        600.0, alias="MODEL_WAIT_S", ge=0, description="How long the API waits for the model."
+    )
     remember_timeout_s: float = Field(30.0, alias="MEMORY_TIMEOUT_S", gt=0)
 
     @property

@@ -1,0 +1,1 @@
+"""The HTTP API: one router per resource, bearer API keys, errors a user can act on."""

@@ -1,0 +1,57 @@
+"""Request dependencies: the services, the signed-in user, the admin check."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from app.services import Services
+from app.store import Role, User
+from app.users import user_by_key
+
+_bearer = HTTPBearer(auto_error=False, description="The API key from `python -m app.users`.")
+
+
+def get_services(request: Request) -> Services:
+    """The process's services."""
+    services: Services = request.app.state.services
+    return services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+def current_user(
+    services: ServicesDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> User:
+    """The user whose API key came as ``Authorization: Bearer <key>``; 401 otherwise."""
+    if credentials is None or not credentials.credentials:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "missing API key: send it as 'Authorization: Bearer <key>'",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    user = user_by_key(services.db, credentials.credentials)
+    if user is None:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "invalid API key; create one with 'python -m app.users create NAME'",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    return user
+
+
+CurrentUser = Annotated[User, Depends(current_user)]
+
+
+def admin_user(user: CurrentUser) -> User:
+    """The signed-in user if an admin; 403 otherwise."""
+    if user.role != Role.admin:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "this needs an admin's API key")
+    return user
+
+
+AdminUser = Annotated[User, Depends(admin_user)]

@@ -1,0 +1,49 @@
+"""``/health`` (open to all: load balancers and the UI's banner) and ``/metrics``."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter, Response, status
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from app.api.deps import CurrentUser, ServicesDep
+from backend.errors import ModelServerError
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/health")
+async def health(services: ServicesDep, response: Response) -> dict[str, Any]:
+    """Model server, database and Qdrant; 503 when any is down. Reports the demo model."""
+    model: dict[str, Any] = {"url": services.client.base_url, "model": services.base_model}
+    try:
+        info = await services.client.health()
+        model |= {"ok": True, "demo_model": bool(info.get("demo_model", False))}
+    except ModelServerError as exc:
+        model |= {"ok": False, "error": str(exc), "demo_model": False}
+    database = await asyncio.to_thread(services.db.ping)
+    qdrant = services.qdrant is not None
+    if qdrant:
+        try:
+            await asyncio.to_thread(services.qdrant.get_collections)
+        except Exception:  # any client error means Qdrant is not usable right now
+            qdrant = False
+    ok = model["ok"] and database and qdrant
+    if not ok:
+        response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    return {
+        "status": "ok" if ok else "degraded",
+        "model_server": model,
+        "database": database,
+        "qdrant": qdrant,
+        "demo_model": model["demo_model"],
+        "memory": services.memory is not None,
+    }
+
+
+@router.get("/metrics")
+async def metrics(user: CurrentUser) -> Response:
+    """Prometheus metrics: requests, latency per stage, tokens."""
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,146 @@
+"""An OpenAI-compatible face of the agent, so the OpenAI SDK and chat front-ends work.
+
+Each request is a new thread whose earlier messages are the history the client sends;
+the sources are appended to the answer as a Markdown list.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, status
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field
+
+from app.api.deps import CurrentUser, ServicesDep
+from app.turns import start_turn
+
+router = APIRouter(prefix="/v1", tags=["openai"])
+AGENT_MODEL = "flywheel"
+
+
+class OpenAIMessage(BaseModel):
+    """A chat message (text content only)."""
+
+    role: str
+    content: str | list[dict[str, Any]] | None = None
+
+    def text(self) -> str:
+        """The message's text, joining text parts."""
+        if isinstance(self.content, list):
+            return "".join(p.get("text", "") for p in self.content if p.get("type") == "text")
+        return self.content or ""
+
+
+class OpenAIChatRequest(BaseModel):
+    """The part of OpenAI's chat request the agent uses."""
+
+    model: str = AGENT_MODEL
+    messages: list[OpenAIMessage] = Field(min_length=1)
+    stream: bool = False
+    user: str | None = None
+
+
+def sources_markdown(sources: list[dict[str, Any]]) -> str:
+    """The cited sources as a Markdown list."""
+    if not sources:
+        return ""
+    lines = []
+    for s in sources:
+        where = ", ".join(
+            p for p in (s.get("title") or "", f"page {s['page']}" if s.get("page") else "") if p
+        )
+        lines.append(f"{s.get('number')}. {where or s.get('document_id', '')}")
+    return "\n\n**Sources**\n" + "\n".join(lines)
+
+
+@router.get("/models")
+async def models(user: CurrentUser) -> dict[str, Any]:
+    """The agent, as one model."""
+    return {
+        "object": "list",
+        "data": [{"id": AGENT_MODEL, "object": "model", "created": 0, "owned_by": "flywheel"}],
+    }
+
+
+@router.post("/chat/completions", response_model=None)
+async def chat_completions(
+    body: OpenAIChatRequest, user: CurrentUser, services: ServicesDep
+) -> dict[str, Any] | StreamingResponse:
+    """Answer the last user message with the agent."""
+    if body.messages[-1].role != "user" or not body.messages[-1].text().strip():
+        raise HTTPException(
+            status.HTTP_400_BAD_REQUEST, "the last message must be a non-empty user message"
+        )
+    history = [
+        {"role": m.role, "content": m.text()}
+        for m in body.messages[:-1]
+        if m.role in ("user", "assistant") and m.text()
+    ]
+    events = start_turn(
+        services,
+        user_id=user.id,
+        question=body.messages[-1].text(),
+        thread_id=None,
+        collection=None,
+        history=history,
+    )
+    completion_id, created = f"chatcmpl-{int(time.time() * 1000)}", int(time.time())
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> str:
+        payload = {
+            "id": completion_id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": AGENT_MODEL,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        }
+        return f"data: {json.dumps(payload)}\n\n"
+
+    if body.stream:
+
+        async def stream() -> AsyncIterator[str]:
+            yield chunk({"role": "assistant", "content": ""})
+            async for event in events:
+                if event.kind == "token":
+                    yield chunk({"content": event.data["text"]})
+                elif event.kind == "sources":
+                    text = sources_markdown(event.data["sources"])
+                    if text:
+                        yield chunk({"content": text})
+                elif event.kind == "error":
+                    error = {"message": event.data["message"], "code": event.data.get("status")}
+                    yield f"data: {json.dumps({'error': error})}\n\n"
+            yield chunk({}, "stop")
+            yield "data: [DONE]\n\n"
+
+        return StreamingResponse(stream(), media_type="text/event-stream")
+
+    answer, sources, turn_id = "", [], None
+    async for event in events:
+        if event.kind == "token":
+            answer += event.data["text"]
+        elif event.kind == "sources":
+            sources = event.data["sources"]
+        elif event.kind == "done":
+            answer, turn_id = event.data["answer"], event.data["turn_id"]
+        elif event.kind == "error":
+            raise HTTPException(event.data.get("status", 500), event.data["message"])
+    return {
+        "id": completion_id,
+        "object": "chat.completion",
+        "created": created,
+        "model": AGENT_MODEL,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": answer + sources_markdown(sources)},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+        "flywheel": {"turn_id": turn_id},
+    }

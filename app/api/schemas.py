@@ -1,0 +1,140 @@
+"""Request and response bodies of the API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+
+class ChatRequest(BaseModel):
+    """A message to the agent."""
+
+    message: str = Field(min_length=1, max_length=20_000, description="What the user asks.")
+    thread_id: str | None = Field(None, description="Continue this thread; omit for a new one.")
+    collection: str | None = Field(None, description="Search only this collection.")
+    stream: bool = Field(True, description="Server-sent events (true) or one JSON answer.")
+
+
+class Source(BaseModel):
+    """A passage the answer cites."""
+
+    number: int
+    chunk_id: str | None = None
+    document_id: str | None = None
+    title: str | None = None
+    page: int | None = None
+    heading: str | None = None
+    text: str = ""
+    score: float | None = None
+
+
+class ChatResponse(BaseModel):
+    """A whole answer (``stream: false``)."""
+
+    answer: str
+    sources: list[Source]
+    turn_id: str
+    thread_id: str
+    error: str | None = None
+
+
+class FeedbackRequest(BaseModel):
+    """A user's rating of an answer."""
+
+    rating: Literal[1, -1] = Field(description="+1 thumbs up, -1 thumbs down.")
+    comment: str | None = Field(None, max_length=5_000)
+    corrected_answer: str | None = Field(None, max_length=20_000, description="A better answer.")
+
+
+class FeedbackOut(BaseModel):
+    """A stored rating."""
+
+    turn_id: str
+    rating: int
+    comment: str | None
+    corrected_answer: str | None
+    created_at: datetime
+
+
+class ThreadOut(BaseModel):
+    """A thread in a list."""
+
+    id: str
+    title: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class TurnOut(BaseModel):
+    """A turn of a thread as its owner sees it."""
+
+    id: str
+    question: str
+    answer: str
+    sources: list[Source]
+    created_at: datetime
+    adapter_version: str | None
+    error: str | None
+    rating: int | None = None
+
+
+class ThreadDetail(ThreadOut):
+    """A thread with its turns."""
+
+    turns: list[TurnOut]
+
+
+class DocumentOut(BaseModel):
+    """A document and where it is in ingestion."""
+
+    id: str
+    title: str
+    filename: str
+    collection: str
+    status: str
+    error: str | None
+    chunks: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class UploadResult(BaseModel):
+    """What happened to each file of an upload."""
+
+    documents: list[DocumentOut]
+    rejected: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class MemoryOut(BaseModel):
+    """Something the assistant remembers about the user."""
+
+    id: str
+    text: str
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+class AdapterOut(BaseModel):
+    """An adapter version as the store holds it."""
+
+    name: str
+    version: int
+    served_name: str
+    status: str
+    base_model: str
+    path: str
+    manifest: dict[str, Any]
+    created_at: datetime
+    promoted_at: datetime | None
+
+
+class FeedbackStat(BaseModel):
+    """Share of thumbs up for one day and adapter version."""
+
+    day: str
+    adapter_version: str | None
+    up: int
+    down: int
+    share_up: float

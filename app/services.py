@@ -1,0 +1,184 @@
+"""The API process's long-lived services, opened once at start and closed at shutdown.
+
+One Qdrant client serves both the retriever and mem0 (local mode allows one client per
+storage path). The agent is compiled once with a per-thread checkpointer that follows
+the database: SQLite beside it by default, PostgreSQL when the store is on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from app.agent.context import Context
+from app.agent.graph import compile_graph
+from app.llm import ServedModel
+from app.settings import AppSettings
+from app.store import Database, open_database
+from app.store.adapters import active_adapter
+from app.store.threads import save_turn
+from backend.client import AsyncModelClient
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Services:
+    """Everything a request handler needs."""
+
+    settings: AppSettings
+    db: Database
+    client: AsyncModelClient
+    llm: ServedModel
+    base_model: str
+    graph: Any
+    checkpointer: Any
+    retriever: Any = None
+    memory: Any = None
+    qdrant: Any = None
+    tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    def spawn(self, coro: Any) -> asyncio.Task[Any]:
+        """Run ``coro`` in the background, keeping a reference until it ends."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
+
+    def schedule_remember(self, write: Callable[[], Any]) -> None:
+        """Run a memory write after the answer, bounded by the memory timeout."""
+
+        async def run() -> None:
+            try:
+                await asyncio.wait_for(
+                    asyncio.to_thread(write), timeout=self.settings.remember_timeout_s
+                )
+            except TimeoutError:
+                logger.warning(
+                    "remembering took over %.0f s; skipped", self.settings.remember_timeout_s
+                )
+            except Exception as exc:  # memory must never break a chat; log and move on
+                logger.warning("remembering failed: %s", exc)
+
+        self.spawn(run())
+
+    def context(
+        self, *, user_id: str, thread_id: str, turn_id: str, collection: str | None
+    ) -> Context:
+        """The agent's context for one turn, with the adapter now active."""
+        adapter = active_adapter(self.db)
+        served = adapter.served_name if adapter is not None else None
+        s = self.settings
+        return Context(
+            user_id=user_id,
+            thread_id=thread_id,
+            turn_id=turn_id,
+            llm=self.llm,
+            model=served or self.base_model,
+            base_model=self.base_model,
+            adapter_version=served,
+            retriever=self.retriever,
+            memory=self.memory,
+            collection=collection,
+            top_k=s.top_k,
+            memory_k=s.memory_k,
+            history_messages=s.history_messages,
+            min_relevance=s.min_relevance,
+            sampling={"temperature": s.temperature, "max_tokens": s.max_tokens},
+            save_turn=lambda record: save_turn(self.db, record),
+            schedule_remember=self.schedule_remember,
+        )
+
+    async def drain(self, timeout: float = 5.0) -> None:
+        """Wait a little for background work (memory writes, ingestion) to finish."""
+        if self.tasks:
+            await asyncio.wait(set(self.tasks), timeout=timeout)
+
+
+async def _served_base_model(client: AsyncModelClient, configured: str, wait_s: float) -> str:
+    """The base model's name as the server lists it.
+
+    It may have fallen back to the demo model; the configured name is used when the
+    server is not up within ``wait_s``.
+    """
+    from backend.errors import ModelServerError
+
+    try:
+        if wait_s > 0:
+            await client.wait_until_ready(timeout=wait_s)
+        models = await client.list_models()
+    except ModelServerError as exc:
+        logger.warning("model server not ready (%s); chats answer 503 until it is", exc)
+        return configured
+    bases = [m.id for m in models if m.parent is None]
+    return bases[0] if bases else configured
+
+
+async def _checkpointer(stack: AsyncExitStack, settings: AppSettings, db: Database) -> Any:
+    if db.is_postgres:
+        from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+
+        url = db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        saver = await stack.enter_async_context(AsyncPostgresSaver.from_conn_string(url))
+        await saver.setup()
+        return saver
+    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    return await stack.enter_async_context(
+        AsyncSqliteSaver.from_conn_string(settings.checkpoints_path)
+    )
+
+
+def _open_search(settings: AppSettings) -> tuple[Any, Any, Any]:
+    """Qdrant client, retriever and memory (blocking: models load here)."""
+    from memory import UserMemory
+    from memory.settings import get_settings as memory_settings
+    from retriever import Retriever
+    from retriever.qdrant import open_client
+    from retriever.settings import get_settings as retriever_settings
+
+    r_settings = retriever_settings()
+    qdrant = open_client(r_settings)
+    retriever = Retriever(qdrant, r_settings)
+    m_settings = memory_settings()
+    memory = UserMemory(m_settings, qdrant) if m_settings.enabled else None
+    return qdrant, retriever, memory
+
+
+@asynccontextmanager
+async def open_services(settings: AppSettings) -> AsyncIterator[Services]:
+    """Open every service the API needs; close them all on exit."""
+    from backend.settings import get_settings as backend_settings
+
+    async with AsyncExitStack() as stack:
+        db = open_database(settings.db_url)
+        stack.callback(db.close)
+        backend = backend_settings()
+        client = AsyncModelClient(backend.base_url)
+        stack.push_async_callback(client.aclose)
+        base_model = await _served_base_model(client, backend.model_name, settings.model_wait_s)
+        qdrant, retriever, memory = await asyncio.to_thread(_open_search, settings)
+        if qdrant is not None:
+            stack.callback(qdrant.close)
+        checkpointer = await _checkpointer(stack, settings, db)
+        services = Services(
+            settings=settings,
+            db=db,
+            client=client,
+            llm=ServedModel(client),
+            base_model=base_model,
+            graph=compile_graph(checkpointer),
+            checkpointer=checkpointer,
+            retriever=retriever,
+            memory=memory,
+            qdrant=qdrant,
+        )
+        try:
+            yield services
+        finally:
+            await services.drain()

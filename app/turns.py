@@ -1,0 +1,114 @@
+"""Running one turn of the agent and turning it into events.
+
+The graph runs in its own task and hands events over a queue, so a client that hangs up
+mid-answer does not cancel the turn: it still finishes and is stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import HTTPException, status
+
+from app import metrics
+from app.services import Services
+from app.store.models import new_id
+from app.store.threads import get_or_create_thread
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TurnEvent:
+    """``token`` (text), ``sources`` (list), ``done`` (ids) or ``error`` (message, status)."""
+
+    kind: str
+    data: dict[str, Any]
+
+
+async def start_turn(
+    services: Services,
+    *,
+    user_id: str,
+    question: str,
+    thread_id: str | None,
+    collection: str | None,
+    history: list[dict[str, str]] | None = None,
+) -> AsyncIterator[TurnEvent]:
+    """Run the agent for ``question`` and yield its events; 404 for a thread not the user's."""
+    found = await asyncio.to_thread(
+        get_or_create_thread, services.db, user_id, thread_id, question[:80]
+    )
+    if found is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no thread {thread_id!r}")
+    thread, _ = found
+    turn_id = new_id()
+    context = await asyncio.to_thread(
+        services.context,
+        user_id=user_id,
+        thread_id=thread.id,
+        turn_id=turn_id,
+        collection=collection,
+    )
+    queue: asyncio.Queue[TurnEvent | None] = asyncio.Queue()
+    config = {"configurable": {"thread_id": thread.id}}
+    graph_input: dict[str, Any] = {"question": question}
+    if history:
+        graph_input["messages"] = history
+
+    async def run() -> None:
+        start = time.perf_counter()
+        final: dict[str, Any] = {}
+        try:
+            async for mode, chunk in services.graph.astream(
+                graph_input, config, context=context, stream_mode=["custom", "values"]
+            ):
+                if mode == "custom":
+                    await queue.put(TurnEvent("token", {"text": chunk["text"]}))
+                else:
+                    final = chunk if isinstance(chunk, dict) else vars(chunk)
+            metrics.observe_turn(final, time.perf_counter() - start)
+            await queue.put(TurnEvent("sources", {"sources": final.get("sources", [])}))
+            if final.get("error"):
+                await queue.put(
+                    TurnEvent(
+                        "error",
+                        {
+                            "message": final["error"],
+                            "status": 503,
+                            "turn_id": turn_id,
+                            "thread_id": thread.id,
+                        },
+                    )
+                )
+            else:
+                await queue.put(
+                    TurnEvent(
+                        "done",
+                        {
+                            "turn_id": turn_id,
+                            "thread_id": thread.id,
+                            "answer": final.get("answer", ""),
+                            "adapter_version": context.adapter_version,
+                        },
+                    )
+                )
+        except Exception as exc:  # report any failure to the client instead of hanging it
+            logger.exception("turn %s failed", turn_id)
+            await queue.put(
+                TurnEvent(
+                    "error",
+                    {"message": f"the turn failed: {exc}", "status": 500, "thread_id": thread.id},
+                )
+            )
+        finally:
+            await queue.put(None)
+
+    services.spawn(run())
+    while (event := await queue.get()) is not None:
+        yield event
