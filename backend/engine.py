@@ -150,6 +150,7 @@ class GenerationRequest:
         self.adapter = adapter
         self.loop = loop
         self.out: asyncio.Queue[list[Delta] | BaseException] = asyncio.Queue()
+        self.rows_left = n
         self.cancelled = False
         self.released = False
 
@@ -211,6 +212,7 @@ class Engine:
         *,
         max_loras: int = 4,
         max_num_seqs: int = 32,
+        batch_window_s: float = 0.005,
     ) -> None:
         self.loaded = loaded
         self.model = loaded.model
@@ -218,6 +220,8 @@ class Engine:
         self.device = loaded.device
         self.max_loras = max_loras
         self.max_num_seqs = max_num_seqs
+        self.batch_window_s = batch_window_s
+        self.stats = {"forward_passes": 0, "max_batch_rows": 0, "generated_tokens": 0}
         self.registry = AdapterRegistry()
         self._peft: Any = None
         self._tuner_layers: list[Any] = []
@@ -325,17 +329,22 @@ class Engine:
             while not self._stop.is_set():
                 self._run_commands()
                 self._drop_retired()
-                self._admit()
                 if not self._groups:
-                    self._wake.wait(timeout=0.5)
-                    self._wake.clear()
-                    continue
+                    if self._pending.empty():
+                        self._wake.wait(timeout=0.5)
+                        self._wake.clear()
+                        continue
+                    # Idle until now: give requests sent together a moment to arrive, so
+                    # they start as one batch instead of one group each.
+                    time.sleep(self.batch_window_s)
+                self._admit()
                 for group in list(self._groups):
                     self._step_safely(group)
-                    if group.done:
+                    self._compact(group)
+                    if not group.rows:
                         self._groups.remove(group)
-                        self._finish_group(group)
                     self._run_commands()  # admin calls wait at most one forward pass
+                self._merge_groups()
         for group in self._groups:
             for row in group.rows:
                 row.req.emit(RuntimeError("model server is shutting down"))
@@ -389,9 +398,40 @@ class Engine:
             if rows:
                 self._groups.append(_Group(uid, rows))
 
-    def _finish_group(self, group: _Group) -> None:
+    def _compact(self, group: _Group) -> None:
+        """Drop finished rows from the batch (and their KV cache); release done requests."""
+        keep = [i for i, row in enumerate(group.rows) if not row.finished]
+        if len(keep) == len(group.rows):
+            return
         for row in group.rows:
-            self._release(row.req)
+            if row.finished:
+                row.req.rows_left -= 1
+                if row.req.rows_left <= 0:
+                    self._release(row.req)
+        if keep and group.cache is not None:
+            import torch
+
+            assert group.mask is not None and group.positions is not None
+            assert group.last is not None
+            idx = torch.tensor(keep, device=self.device)
+            for layer in group.cache.layers:
+                layer.batch_select_indices(idx)
+            group.mask, group.positions = group.mask[idx], group.positions[idx]
+            group.last = group.last[idx]
+        group.rows = [group.rows[i] for i in keep]
+
+    def _merge_groups(self) -> None:
+        """Fold groups decoding on the same adapter into one batch (continuous batching)."""
+        first: dict[str | None, _Group] = {}
+        for group in list(self._groups):
+            if group.cache is None or not group.rows or not _mergeable(group.cache):
+                continue
+            into = first.get(group.uid)
+            if into is None or len(into.rows) + len(group.rows) > self.max_num_seqs:
+                first[group.uid] = group
+                continue
+            _merge(into, group)
+            self._groups.remove(group)
 
     def _step_safely(self, group: _Group) -> None:
         try:
@@ -515,7 +555,10 @@ class Engine:
             use_cache=True,
             logits_to_keep=1,
         )
-        group.cache, group.mask, group.positions = out.past_key_values, mask, positions
+        group.cache, group.mask, group.positions = out.past_key_values, mask, positions[:, -1:]
+        self.stats["forward_passes"] += 1
+        self.stats["max_batch_rows"] = max(self.stats["max_batch_rows"], len(group.rows))
+        self.stats["generated_tokens"] += sum(not r.finished for r in group.rows)
         logits = out.logits[:, -1, :].float()
         tokens = self._sample(group, logits)
         group.last = torch.tensor(tokens, device=self.device).unsqueeze(1)
@@ -632,3 +675,43 @@ class Engine:
             row.sent = len(row.text)
         delta.finish_reason = reason
         return delta
+
+
+def _mergeable(cache: Any) -> bool:
+    from transformers.cache_utils import DynamicLayer
+
+    return all(type(layer) is DynamicLayer for layer in getattr(cache, "layers", [None]))
+
+
+def _left_pad(t: torch.Tensor, width: int, dim: int) -> torch.Tensor:
+    if width == 0:
+        return t
+    import torch
+
+    shape = list(t.shape)
+    shape[dim] = width
+    return torch.cat([t.new_zeros(shape), t], dim=dim)
+
+
+def _merge(into: _Group, other: _Group) -> None:
+    """Append ``other``'s rows to ``into``, left-padding the shorter KV cache with masked zeros."""
+    import torch
+
+    assert into.mask is not None and other.mask is not None
+    assert into.positions is not None and other.positions is not None
+    assert into.last is not None and other.last is not None
+    t1, t2 = into.mask.shape[1], other.mask.shape[1]
+    width = max(t1, t2)
+    for mine, theirs in zip(into.cache.layers, other.cache.layers, strict=True):
+        mine.keys = torch.cat(
+            [_left_pad(mine.keys, width - t1, -2), _left_pad(theirs.keys, width - t2, -2)]
+        )
+        mine.values = torch.cat(
+            [_left_pad(mine.values, width - t1, -2), _left_pad(theirs.values, width - t2, -2)]
+        )
+    into.mask = torch.cat(
+        [_left_pad(into.mask, width - t1, 1), _left_pad(other.mask, width - t2, 1)]
+    )
+    into.positions = torch.cat([into.positions, other.positions])
+    into.last = torch.cat([into.last, other.last])
+    into.rows += other.rows

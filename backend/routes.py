@@ -170,6 +170,26 @@ async def health(state: StateDep) -> HealthResponse:
     return HealthResponse(model=loaded.served_name, demo_model=loaded.demo)
 
 
+_METRICS = {
+    "forward_passes": ("flywheel_forward_passes_total", "counter", "Forward passes run."),
+    "generated_tokens": ("flywheel_generated_tokens_total", "counter", "Tokens generated."),
+    "max_batch_rows": ("flywheel_max_batch_rows", "gauge", "Largest batch decoded so far."),
+}
+
+
+@router.get("/metrics", response_class=PlainTextResponse)
+async def metrics(state: StateDep) -> str:
+    """Engine counters in Prometheus' text format (vLLM serves its own on /metrics too)."""
+    lines = []
+    stats = {**state.engine.stats, "adapters_loaded": len(state.engine.registry.names())}
+    for key, value in stats.items():
+        name, kind, help_text = _METRICS.get(
+            key, (f"flywheel_{key}", "gauge", "LoRA adapters served.")
+        )
+        lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", f"{name} {value}"]
+    return "\n".join(lines) + "\n"
+
+
 @router.get("/v1/models", response_model=ModelList)
 async def list_models(state: StateDep) -> ModelList:
     """The base model, then each loaded adapter with ``parent`` = the base model."""

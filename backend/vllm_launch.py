@@ -40,7 +40,9 @@ def vllm_args(settings: BackendSettings) -> list[str]:
 def vllm_env(settings: BackendSettings) -> dict[str, str]:
     """Environment variables vLLM needs (runtime LoRA loading on or off)."""
     return {
-        "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True" if settings.allow_runtime_lora_updating else "False"
+        "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True"
+        if settings.allow_runtime_lora_updating
+        else "False"
     }
 
 

@@ -171,7 +171,8 @@ def test_unknown_model_is_404_like_vllm(sdk: openai.OpenAI) -> None:
         (b'{"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": -1}',
          "max_tokens"),
         (b'{"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "n": 100000}', "n:"),
-        (b'{"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 999999}',
+        (b'{"model": "tiny", "messages": [{"role": "user", "content": "hi"}], '
+         b'"max_tokens": 999999}',
          "maximum context length"),
     ],
 )  # fmt: skip
