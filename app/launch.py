@@ -47,7 +47,28 @@ def services() -> list[Service]:
             app.ui_url,
         ),
     ]
+    if backend.model_server_url:  # an external server (vLLM) is configured: start none
+        candidates = candidates[1:]
     return [s for s in candidates if importlib.util.find_spec(s.module) is not None]
+
+
+def ensure_admin() -> str | None:
+    """Create the local admin on first start; its API key, only when just created."""
+    from app.store import open_database
+    from app.users import create_user, user_by_name
+
+    settings = app_settings()
+    db = open_database(settings.db_url)
+    try:
+        if user_by_name(db, settings.admin_name) is not None:
+            return None
+        _, key = create_user(db, settings.admin_name, admin=True)
+        return key
+    finally:
+        db.close()
+
+
+LABELS = {"model": "Model server", "api": "API", "ui": "UI"}
 
 
 def main() -> None:
@@ -57,8 +78,13 @@ def main() -> None:
     if not found:
         logger.error("no service of the embedded stack exists in this checkout yet")
         raise SystemExit(1)
+    key = ensure_admin() if any(s.name == "api" for s in found) else None
     for service in found:
-        logger.info("%-13s %s", f"{service.name.capitalize()}:", service.url)
+        logger.info("%s: %s", LABELS[service.name], service.url)
+    if key:
+        logger.info("API key: %s", key)
+        logger.info("(the admin's key is shown this once; make more with: python -m app.users)")
+    sys.stdout.flush()
     with tempfile.NamedTemporaryFile(
         "w", prefix="flywheel-", suffix=".Procfile", delete=False
     ) as procfile:

@@ -31,6 +31,15 @@ class TurnEvent:
     data: dict[str, Any]
 
 
+def numbered_sources(final: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every source the answer was given, numbered as in the prompt, marked if cited."""
+    cited = {s.get("number") for s in final.get("sources", [])}
+    return [
+        {**chunk, "number": n, "cited": n in cited}
+        for n, chunk in enumerate(final.get("chunks", []), start=1)
+    ]
+
+
 async def start_turn(
     services: Services,
     *,
@@ -73,7 +82,7 @@ async def start_turn(
                 else:
                     final = chunk if isinstance(chunk, dict) else vars(chunk)
             metrics.observe_turn(final, time.perf_counter() - start)
-            await queue.put(TurnEvent("sources", {"sources": final.get("sources", [])}))
+            await queue.put(TurnEvent("sources", {"sources": numbered_sources(final)}))
             if final.get("error"):
                 await queue.put(
                     TurnEvent(

@@ -18,7 +18,7 @@ class ChatRequest(BaseModel):
 
 
 class Source(BaseModel):
-    """A passage the answer cites."""
+    """A passage the answer was given, numbered as in the prompt; ``cited`` if it cites it."""
 
     number: int
     chunk_id: str | None = None
@@ -28,6 +28,7 @@ class Source(BaseModel):
     heading: str | None = None
     text: str = ""
     score: float | None = None
+    cited: bool = False
 
 
 class ChatResponse(BaseModel):

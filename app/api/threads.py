@@ -9,6 +9,7 @@ from fastapi import APIRouter, HTTPException, Response, status
 from app.api.deps import CurrentUser, ServicesDep
 from app.api.schemas import FeedbackOut, FeedbackRequest, Source, ThreadDetail, ThreadOut, TurnOut
 from app.store import threads as store
+from app.turns import numbered_sources
 
 router = APIRouter(tags=["threads"])
 
@@ -31,7 +32,10 @@ async def get_thread(thread_id: str, user: CurrentUser, services: ServicesDep) -
             id=t.id,
             question=t.question,
             answer=t.answer,
-            sources=[Source.model_validate(s) for s in t.sources],
+            sources=[
+                Source.model_validate(s)
+                for s in numbered_sources({"chunks": t.retrieved, "sources": t.sources})
+            ],
             created_at=t.created_at,
             adapter_version=t.adapter_version,
             error=t.error,

@@ -1,0 +1,143 @@
+"""Agent behaviour that needs a capable model, with a scripted responder standing in:
+citations mapped to sources, follow-ups rewritten from history, a model server that dies
+mid-answer. The API is the real process; only the model is scripted."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import create_engine, text
+
+from tests.app.conftest import ROOT, Api, auth, create_user, start_api, stop, wait_http
+from tests.app.responder import REWRITE
+from tests.app.sse import chat_stream, read_events
+from tests.conftest import free_port
+
+pytestmark = pytest.mark.slow
+
+DOC = "Water boils at 100 degrees Celsius at sea level.\n\nIce melts at 0 degrees Celsius."
+
+
+def start_responder(slow: bool = False) -> tuple[str, subprocess.Popen[bytes]]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tests.app.responder",
+            "--port",
+            str(port),
+            *(["--slow"] if slow else []),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    wait_http(f"http://127.0.0.1:{port}/health", proc)
+    return f"http://127.0.0.1:{port}/v1", proc
+
+
+@pytest.fixture(scope="module")
+def scripted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Api, str]]:
+    url, responder = start_responder()
+    api = start_api(tmp_path_factory.mktemp("scripted"), url, MEMORY_ENABLED="false")
+    key = create_user(api, "carol")
+    with httpx.Client(timeout=60) as client:
+        r = client.post(
+            f"{api.url}/documents",
+            headers=auth(key),
+            files=[("files", ("water.txt", DOC.encode()))],
+        )
+        doc_id = r.json()["documents"][0]["id"]
+        deadline = time.monotonic() + 120
+        while (
+            client.get(f"{api.url}/documents/{doc_id}", headers=auth(key)).json()["status"]
+            == "ingesting"
+        ):
+            assert time.monotonic() < deadline
+            time.sleep(0.3)
+    yield api, key
+    stop(api.proc)
+    stop(responder)
+
+
+def turn_row(api: Api, turn_id: str) -> dict[str, Any]:
+    with create_engine(api.db_url()).connect() as conn:
+        return dict(
+            conn.execute(text("SELECT * FROM turns WHERE id = :i"), {"i": turn_id}).mappings().one()
+        )
+
+
+def test_citations_become_sources_and_dangling_ones_are_dropped(scripted: tuple[Api, str]) -> None:
+    api, key = scripted
+    with httpx.Client(timeout=60) as client:
+        events = chat_stream(client, api.url, key, "When does water boil?")
+    sources = events[-2][1]["sources"]
+    assert sources[0]["cited"] is True
+    assert "boils at 100" in sources[0]["text"]
+    done = events[-1][1]
+    assert "[1]" in done["answer"] and "[7]" not in done["answer"]
+    row = turn_row(api, done["turn_id"])
+    assert '"number": 1' in row["sources"] and '"number": 7' not in row["sources"]
+
+
+def test_follow_up_is_rewritten_with_the_history(scripted: tuple[Api, str]) -> None:
+    api, key = scripted
+    with httpx.Client(timeout=60) as client:
+        first = chat_stream(client, api.url, key, "Tell me about water.")[-1][1]
+        second = chat_stream(
+            client, api.url, key, "and when does it boil?", thread_id=first["thread_id"]
+        )[-1][1]
+    assert turn_row(api, first["turn_id"])["standalone_query"] == "Tell me about water."
+    row = turn_row(api, second["turn_id"])
+    assert row["standalone_query"] == REWRITE
+    # The history went into the answer prompt too.
+    assert "Tell me about water." in row["messages"]
+
+
+def test_model_server_killed_mid_stream(tmp_path: Path) -> None:
+    url, responder = start_responder(slow=True)
+    api = start_api(tmp_path, url, MEMORY_ENABLED="false")
+    try:
+        key = create_user(api, "dave")
+        with (
+            httpx.Client(timeout=60) as client,
+            client.stream(
+                "POST", f"{api.url}/chat", json={"message": "hello"}, headers=auth(key)
+            ) as response,
+        ):
+            lines = response.iter_lines()
+            for line in lines:  # wait for the first token, then kill the model server
+                if line.startswith("event: token"):
+                    responder.kill()
+                    responder.wait()
+                    break
+            rest = read_events(response)
+        kinds = [k for k, _ in rest]
+        assert kinds[-1] == "error"
+        error = rest[-1][1]
+        assert error["status"] == 503 and "model server" in error["message"]
+        row = turn_row(api, error["turn_id"])
+        assert row["error"] and "model server" in row["error"]
+        assert row["answer"].startswith("word")
+        # The API keeps serving, and says what is down.
+        assert httpx.get(f"{api.url}/threads", headers=auth(key)).status_code == 200
+        health = httpx.get(f"{api.url}/health")
+        assert health.status_code == 503 and health.json()["model_server"]["ok"] is False
+        r = httpx.post(
+            f"{api.url}/chat",
+            headers=auth(key),
+            json={"message": "hi", "stream": False},
+            timeout=60,
+        )
+        assert r.status_code == 503 and "model server" in r.json()["detail"]
+    finally:
+        stop(api.proc)
+        stop(responder)

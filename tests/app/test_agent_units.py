@@ -1,0 +1,92 @@
+"""The agent's pure parts: citations, parsing the model's routing, the history reducer,
+and the prompt a model sees."""
+
+from __future__ import annotations
+
+from app.agent.citations import cited_numbers, cited_sources, drop_dangling
+from app.agent.context import Context
+from app.agent.nodes import SMALL_TALK, build_prompt, parse_understanding
+from app.agent.state import State, append_messages
+
+CHUNKS = [
+    {"chunk_id": "a", "title": "Water", "page": 2, "heading": "Boiling", "text": "boils at 100"},
+    {"chunk_id": "b", "title": "Ice", "page": None, "heading": None, "text": "melts at 0"},
+]
+
+
+def test_citations_in_order_without_duplicates() -> None:
+    assert cited_numbers("x [2] y [1][2] z [10]") == [2, 1, 10]
+    assert cited_numbers("no citations") == []
+
+
+def test_cited_sources_drop_citations_to_nothing() -> None:
+    sources = cited_sources("see [2] and [5] and [0]", CHUNKS)
+    assert [(s["number"], s["chunk_id"]) for s in sources] == [(2, "b")]
+    assert drop_dangling("see [2] and [5] and [0].", 2) == "see [2] and  and ."
+
+
+def test_parse_understanding_falls_back_on_garbage() -> None:
+    q = "and its population?"
+    assert parse_understanding("<|im_end|> garbage {", q) == (q, "retrieve", [])
+    assert parse_understanding('["a list"]', q) == (q, "retrieve", [])
+    assert parse_understanding('{"standalone": "", "route": "fly"}', q) == (q, "retrieve", [])
+
+
+def test_parse_understanding_reads_json_inside_text() -> None:
+    raw = (
+        'Sure: {"standalone": "population of Paris", "route": "retrieve", '
+        '"sub_queries": ["a", "b", "c", "d"]}'
+    )
+    assert parse_understanding(raw, "x") == ("population of Paris", "retrieve", ["a", "b", "c"])
+    assert parse_understanding(
+        '{"standalone": "hi", "route": "direct", "sub_queries": ["one"]}', "x"
+    ) == (
+        "hi",
+        "direct",
+        [],
+    )
+
+
+def test_history_reducer_appends() -> None:
+    left = [{"role": "user", "content": "a"}]
+    assert append_messages(left, [{"role": "assistant", "content": "b"}]) == [
+        {"role": "user", "content": "a"},
+        {"role": "assistant", "content": "b"},
+    ]
+    assert append_messages([], []) == []
+
+
+def test_small_talk_is_recognised() -> None:
+    assert SMALL_TALK.match("Hello!")
+    assert SMALL_TALK.match("thanks")
+    assert not SMALL_TALK.match("hello, what does the report say about revenue?")
+
+
+def test_prompt_numbers_sources_and_includes_memories_and_history() -> None:
+    state = State(
+        question="When does water boil?",
+        messages=[
+            {"role": "user", "content": "earlier"},
+            {"role": "assistant", "content": "reply"},
+        ],
+        chunks=CHUNKS,
+        memories=[{"text": "lives in Denver"}],
+    )
+    ctx = Context(
+        user_id="u",
+        thread_id="t",
+        turn_id="x",
+        llm=None,
+        model="m",
+        base_model="m",
+        history_messages=1,
+    )  # type: ignore[arg-type]
+    prompt = build_prompt(state, ctx)
+    system = prompt[0]["content"]
+    assert "[1] (Water, page 2, Boiling)\nboils at 100" in system
+    assert "[2] (Ice)\nmelts at 0" in system
+    assert "- lives in Denver" in system
+    assert prompt[1:] == [
+        {"role": "assistant", "content": "reply"},
+        {"role": "user", "content": "When does water boil?"},
+    ]
