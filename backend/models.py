@@ -148,7 +148,8 @@ def load_served_model(
             "!" * 78,
         )
         loaded = _load_tiny(settings, TINY_MODEL)
-        loaded.aliases.add(served_name or model)
+        # Clients configured with the default name keep working, on the demo model.
+        loaded.aliases |= {model, served_name or model}
         return loaded
 
 

@@ -1,0 +1,90 @@
+"""The generation engine in-process: batching that joins running batches, detokenization."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from backend.engine import Engine, IncrementalDetokenizer, SamplingParams
+from backend.models import load_model
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_chat_model: Path) -> Iterator[Engine]:
+    eng = Engine(load_model(str(tiny_chat_model), "tiny", "cpu", "float32"), batch_window_s=0)
+    eng.start()
+    yield eng
+    eng.stop()
+
+
+async def _collect(
+    engine: Engine, prompt: list[int], max_tokens: int, after: asyncio.Event | None = None
+) -> list[int]:
+    req = engine.submit(
+        prompt, SamplingParams(max_tokens=max_tokens, temperature=0, ignore_eos=True)
+    )
+    tokens: list[int] = []
+    async for deltas in engine.results(req):
+        for d in deltas:
+            tokens += d.token_ids
+        if after is not None and len(tokens) >= 5:
+            after.set()
+    return tokens
+
+
+def test_a_request_joins_a_running_batch_and_gets_its_solo_output(engine: Engine) -> None:
+    long_prompt = engine.encode_chat([{"role": "user", "content": "Tell me about Paris, France."}])
+    short_prompt = engine.encode_chat([{"role": "user", "content": "Hi"}])
+
+    async def solo() -> tuple[list[int], list[int]]:
+        return await _collect(engine, long_prompt, 40), await _collect(engine, short_prompt, 20)
+
+    expected_long, expected_short = asyncio.run(solo())
+    engine.stats["max_batch_rows"] = 0
+    passes_before = engine.stats["forward_passes"]
+
+    async def staggered() -> tuple[list[int], list[int]]:
+        running = asyncio.Event()
+        first = asyncio.create_task(_collect(engine, long_prompt, 40, after=running))
+        await running.wait()
+        second = await _collect(engine, short_prompt, 20)
+        return await first, second
+
+    got_long, got_short = asyncio.run(staggered())
+    assert got_long == expected_long
+    assert got_short == expected_short
+    assert engine.stats["max_batch_rows"] == 2, "the second request should join the first's batch"
+    # joined: fewer passes than running the two one after the other
+    assert engine.stats["forward_passes"] - passes_before < 40 + 20
+
+
+def test_cancelled_request_stops_generating(engine: Engine) -> None:
+    prompt = engine.encode_text("The quick brown fox")
+
+    async def run() -> int:
+        req = engine.submit(prompt, SamplingParams(max_tokens=3000, temperature=0, ignore_eos=True))
+        seen = 0
+        results = engine.results(req)
+        async for deltas in results:
+            seen += len(deltas)
+            if seen >= 3:
+                break
+        await results.aclose()
+        await asyncio.sleep(0.3)
+        return engine.stats["generated_tokens"]
+
+    before = asyncio.run(run())
+    asyncio.run(asyncio.sleep(0.3))
+    assert engine.stats["generated_tokens"] - before <= 2, "a cancelled request keeps no compute"
+
+
+def test_incremental_detokenizer_round_trips_multibyte_text(engine: Engine) -> None:
+    text = "Grüße aus Köln — 東京 😀 done."
+    ids = engine.tokenizer.encode(text, add_special_tokens=False)
+    detok = IncrementalDetokenizer(engine.tokenizer)
+    pieces = [detok.add(i) for i in ids]
+    assert "".join(pieces) == text
+    assert all("\ufffd" not in p for p in pieces)

@@ -1,0 +1,89 @@
+"""Start-up behaviour of ``python -m backend.server`` and the vLLM launch settings."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from backend.settings import BackendSettings
+from backend.vllm_launch import main as vllm_launch_main
+from backend.vllm_launch import vllm_args, vllm_env
+from tests.backend.conftest import REPO, start_server, stop_server
+
+
+def test_explicit_model_that_cannot_load_is_a_clear_startup_error(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-model"
+    env = {**os.environ, "DATA_DIR": str(tmp_path), "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "backend.server", "--model", str(missing), "--port", "1"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert f"cannot load model '{missing}'" in done.stderr
+    assert "--model" in done.stderr  # says what to do
+
+
+@pytest.mark.slow
+def test_default_hub_model_unavailable_falls_back_to_tiny_demo(
+    tmp_path: Path, tiny_chat_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The default model id with the hub offline: the server must come up on the demo model.
+    monkeypatch.delenv("LLM_MODEL", raising=False)
+    models = tmp_path / "models"
+    models.mkdir()
+    os.symlink(tiny_chat_model, models / "tiny-chat")  # reuse the session's tiny build
+    adapters = tmp_path / "adapters"
+    adapters.mkdir()
+    server = start_server(Path("Qwen/Qwen2.5-1.5B-Instruct"), adapters, tmp_path)
+    try:
+        assert httpx.get(f"{server.root_url}/health").json() == {
+            "status": "ok",
+            "model": "tiny",
+            "demo_model": True,
+        }
+        # clients configured with the default name still get answers (from the demo model)
+        response = httpx.post(
+            f"{server.base_url}/chat/completions",
+            json={
+                "model": "Qwen/Qwen2.5-1.5B-Instruct",
+                "messages": [{"role": "user", "content": "hi"}],
+                "max_tokens": 3,
+            },
+            timeout=60,
+        )
+        assert response.status_code == 200
+        assert "TINY DEMO MODEL" in server.log.read_text()
+    finally:
+        stop_server(server)
+
+
+def test_vllm_launch_arguments_follow_the_settings(
+    clean_env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = BackendSettings(
+        LLM_MODEL="Qwen/Qwen2.5-0.5B-Instruct",
+        SERVED_MODEL_NAME="flywheel",
+        MAX_LORA_RANK=32,
+        MAX_LORAS=2,
+        MAX_CPU_LORAS=6,
+        MODEL_SERVER_PORT=8100,
+    )
+    args = vllm_args(settings)
+    assert args[0] == "Qwen/Qwen2.5-0.5B-Instruct"
+    pairs = dict(zip(args[1::2], args[2::2], strict=False))
+    assert pairs["--served-model-name"] == "flywheel"
+    assert "--enable-lora" in args
+    assert args[args.index("--max-lora-rank") + 1] == "32"
+    assert args[args.index("--max-loras") + 1] == "2"
+    assert args[args.index("--max-cpu-loras") + 1] == "6"
+    assert args[args.index("--port") + 1] == "8100"
+    assert vllm_env(settings) == {"VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True"}
+    vllm_launch_main(["--format", "shell"])
+    line = capsys.readouterr().out
+    assert line.startswith("VLLM_ALLOW_RUNTIME_LORA_UPDATING=True vllm serve ")
+    assert "--enable-lora" in line
