@@ -29,7 +29,7 @@ class AppSettings(BaseSettings):
     ui_host: str = Field("127.0.0.1", alias="UI_HOST")
     ui_port: int = Field(8501, alias="UI_PORT", ge=1, le=65535)
     admin_name: str = Field("admin", alias="ADMIN_NAME", description="Local admin made on start.")
-    max_upload_mb: float = Field(20.0, alias="MAX_UPLOAD_MB", gt=0)
+    max_upload_mb: float = Field(25.0, alias="MAX_UPLOAD_MB", gt=0)
     default_collection: str = Field("default", alias="DEFAULT_COLLECTION", min_length=1)
     # Agent behaviour.
     top_k: int = Field(5, alias="AGENT_TOP_K", ge=1, le=50, description="Sources per answer.")

@@ -197,7 +197,7 @@ def test_bad_uploads_get_actionable_statuses(api: Api, users: dict[str, str]) ->
         )
         assert r.status_code == 415
         assert "x.exe" in r.json()["detail"]
-        big = b"a" * (21 * 1024 * 1024)
+        big = b"a" * (26 * 1024 * 1024)
         r = client.post(
             f"{api.url}/documents", headers=auth(users["a"]), files=[("files", ("big.txt", big))]
         )
