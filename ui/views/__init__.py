@@ -1,0 +1,1 @@
+"""The pages behind ``st.navigation``: each file is run as a script by Streamlit."""

@@ -1,0 +1,130 @@
+"""Model (admins): the model and adapter serving now, every adapter version, ratings.
+
+The charts answer "are answers getting better?": the share of thumbs up per day, one
+line per adapter version, and per adapter version overall. Everything comes from the
+admin routes, which refuse a user's key (403) whatever this page does.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from ui.api_client import ApiError
+from ui.common import client, is_admin
+
+BASE = "base model"
+
+
+def adapter_rows(adapters: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per adapter version, with the metrics its manifest records as columns."""
+    rows = []
+    for a in adapters:
+        manifest = a.get("manifest") or {}
+        row = {
+            "adapter": a["served_name"],
+            "status": a["status"],
+            "algorithm": manifest.get("algorithm"),
+            "created": a["created_at"],
+            "promoted": a.get("promoted_at"),
+        }
+        metrics = manifest.get("metrics") or {}
+        row |= {k: v for k, v in metrics.items() if isinstance(v, int | float | str)}
+        gate = manifest.get("gate")
+        if isinstance(gate, dict) and "passed" in gate:
+            row["gate"] = "passed" if gate["passed"] else "failed"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def feedback_frame(stats: list[dict[str, Any]]) -> pd.DataFrame:
+    """Ratings per day and adapter version (``None`` is the base model)."""
+    frame = pd.DataFrame(stats, columns=["day", "adapter_version", "up", "down", "share_up"])
+    frame["adapter_version"] = frame["adapter_version"].fillna(BASE)
+    return frame
+
+
+def per_version(frame: pd.DataFrame) -> pd.DataFrame:
+    """Share of thumbs up per adapter version, over all days."""
+    totals = frame.groupby("adapter_version")[["up", "down"]].sum()
+    totals["share_up"] = totals["up"] / (totals["up"] + totals["down"])
+    return totals.reset_index()
+
+
+def share_axis() -> alt.Y:
+    """The y axis of both charts: a share between 0 and 100 %."""
+    return alt.Y(
+        "share_up:Q",
+        title="share of thumbs up",
+        scale=alt.Scale(domain=[0, 1]),
+        axis=alt.Axis(format="%"),
+    )
+
+
+if not is_admin():
+    st.error("This page needs an admin's API key.")
+    st.stop()
+
+api = client()
+st.title("Model")
+try:
+    with st.spinner("Asking the API…"):
+        serving = api.serving()
+        adapters = api.adapters()
+        stats = api.feedback_stats()
+except ApiError as exc:
+    st.error(exc.message)
+    st.stop()
+
+adapter = serving.get("adapter")
+base, active, promoted = st.columns(3)
+base.metric("Base model", serving["base_model"])
+active.metric("Adapter serving", adapter["served_name"] if adapter else "none (base model)")
+promoted.metric("Promoted", str(adapter["promoted_at"])[:16].replace("T", " ") if adapter else "—")
+
+st.subheader("Adapter versions")
+if adapters:
+    st.dataframe(adapter_rows(adapters), hide_index=True)
+else:
+    st.info("No adapter trained yet: the base model answers every chat.")
+
+st.subheader("Ratings")
+if not stats:
+    st.info("No ratings yet: thumbs up and down in the chat show up here.")
+else:
+    frame = feedback_frame(stats)
+    versions = per_version(frame)
+    total_up, total_down = int(versions["up"].sum()), int(versions["down"].sum())
+    st.caption(f"{total_up} thumbs up, {total_down} thumbs down in all.")
+    by_day, by_version = st.columns(2)
+    tooltip = ["adapter_version", "up", "down", alt.Tooltip("share_up", format=".0%")]
+    with by_day:
+        st.markdown("**Share of thumbs up per day**")
+        daily = (
+            alt.Chart(frame)
+            .mark_line(point=True)
+            .encode(
+                x=alt.X("day:T", title="day"),
+                y=share_axis(),
+                color=alt.Color("adapter_version:N", title="adapter"),
+                tooltip=["day", *tooltip],
+            )
+        )
+        st.altair_chart(daily)
+    with by_version:
+        st.markdown("**Share of thumbs up per adapter version**")
+        overall = (
+            alt.Chart(versions)
+            .mark_bar()
+            .encode(
+                x=alt.X("adapter_version:N", title="adapter"),
+                y=share_axis(),
+                color=alt.Color("adapter_version:N", legend=None),
+                tooltip=tooltip,
+            )
+        )
+        st.altair_chart(overall)
+    st.dataframe(frame, hide_index=True)
