@@ -1,0 +1,94 @@
+"""The Qdrant client and the two collections the retriever keeps.
+
+One client per process: Qdrant's local mode locks its storage path, so the API opens the
+client once and hands it to the retriever and to memory alike.
+
+``<QDRANT_COLLECTION>`` holds one point per chunk with a named dense vector ``dense``
+(cosine), a named sparse vector ``bm25`` with the IDF modifier (see ``encoders``), for
+BGE-M3 a sparse ``lexical`` vector, and payload indexes on document id, owner, collection
+and visibility. ``<QDRANT_COLLECTION>_documents`` holds one vector-less point per
+document (owner, collection, title, content hash, chunk count): writing it is the moment
+a new version of a document becomes the current one.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+import warnings
+
+from qdrant_client import QdrantClient, models
+
+from retriever.settings import RetrieverSettings
+
+logger = logging.getLogger(__name__)
+
+DENSE = "dense"
+BM25 = "bm25"
+LEXICAL = "lexical"
+_NAMESPACE = uuid.UUID("5b0c7a57-3c39-4f3e-8f0e-6d1f6a9f2b11")
+_KEYWORD_FIELDS = ("document_id", "owner", "collection", "content_hash")
+
+
+def open_client(settings: RetrieverSettings) -> QdrantClient:
+    """The process's Qdrant client: the server at QDRANT_URL, else local mode on disk."""
+    if settings.qdrant_url:
+        logger.info("using Qdrant server at %s", settings.qdrant_url)
+        return QdrantClient(url=settings.qdrant_url, api_key=settings.qdrant_api_key)
+    settings.qdrant_path.mkdir(parents=True, exist_ok=True)
+    logger.info("using Qdrant local mode at %s", settings.qdrant_path)
+    return QdrantClient(path=str(settings.qdrant_path))
+
+
+def is_local(client: QdrantClient) -> bool:
+    """Whether ``client`` runs Qdrant in-process (local mode) rather than talking to a server."""
+    from qdrant_client.local.qdrant_local import QdrantLocal
+
+    return isinstance(getattr(client, "_client", None), QdrantLocal)
+
+
+def documents_collection(name: str) -> str:
+    """Name of the per-document registry beside chunk collection ``name``."""
+    return f"{name}_documents"
+
+
+def point_id(*parts: str | int) -> str:
+    """A deterministic UUID for a point built from ``parts``."""
+    return str(uuid.uuid5(_NAMESPACE, "\x1f".join(str(p) for p in parts)))
+
+
+def ensure_collections(client: QdrantClient, name: str, dim: int, lexical: bool) -> None:
+    """Create the chunk and document collections if missing; refuse a dimension mismatch."""
+    if client.collection_exists(name):
+        info = client.get_collection(name)
+        vectors = info.config.params.vectors
+        size = vectors[DENSE].size if isinstance(vectors, dict) and DENSE in vectors else None
+        if size != dim:
+            raise RuntimeError(
+                f"Qdrant collection {name!r} holds {size}-dim vectors but the embedding model "
+                f"makes {dim}-dim ones; set QDRANT_COLLECTION to a new name or delete {name!r} "
+                "and re-ingest"
+            )
+    else:
+        sparse = {BM25: models.SparseVectorParams(modifier=models.Modifier.IDF)}
+        if lexical:
+            sparse[LEXICAL] = models.SparseVectorParams()
+        client.create_collection(
+            name,
+            vectors_config={DENSE: models.VectorParams(size=dim, distance=models.Distance.COSINE)},
+            sparse_vectors_config=sparse,
+        )
+        with warnings.catch_warnings():
+            # Local mode ignores payload indexes (and says so); the server uses them.
+            warnings.simplefilter("ignore", UserWarning)
+            for field in _KEYWORD_FIELDS:
+                client.create_payload_index(name, field, models.PayloadSchemaType.KEYWORD)
+            client.create_payload_index(name, "live", models.PayloadSchemaType.BOOL)
+        logger.info("created Qdrant collection %s (%d dims)", name, dim)
+    registry = documents_collection(name)
+    if not client.collection_exists(registry):
+        client.create_collection(registry, vectors_config={})
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            for field in ("document_id", "owner", "collection"):
+                client.create_payload_index(registry, field, models.PayloadSchemaType.KEYWORD)
