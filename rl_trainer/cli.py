@@ -1,0 +1,167 @@
+"""``rl-trainer``: judge, build-data, train, gate, publish, promote, rollback, run, status.
+
+Thin on purpose: parse, open the workspace, call one function of
+:mod:`rl_trainer.pipeline`, write its result to stdout (logs and progress go to
+stderr). Recipes are bundled names (``tiny-dpo``) or YAML paths; ``--set key=value``
+overrides one recipe field for this invocation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from backend.errors import ModelServerError
+from rl_trainer.config import Recipe, load_recipe
+from rl_trainer.publish import PublishError
+
+logger = logging.getLogger("rl_trainer")
+
+
+def _overrides(pairs: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise ValueError(f"--set {pair!r}: expected key=value")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def _recipe(args: argparse.Namespace) -> Recipe:
+    return load_recipe(args.recipe, algo=getattr(args, "algo", None), **_overrides(args.set))
+
+
+def _write(text: str) -> None:
+    sys.stdout.write(text.rstrip("\n") + "\n")
+
+
+def parser() -> argparse.ArgumentParser:
+    """The command line."""
+    p = argparse.ArgumentParser(
+        prog="rl-trainer",
+        description="Train LoRA adapters from Flywheel's logged turns, gate them, and serve them.",
+    )
+    p.add_argument("--log-level", default="INFO")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def add(name: str, help_text: str, *, recipe: bool = True, algo: bool = False) -> Any:
+        cmd = sub.add_parser(name, help=help_text, description=help_text)
+        if recipe:
+            cmd.add_argument("--recipe", help="bundled recipe name or YAML path")
+            cmd.add_argument(
+                "--set",
+                action="append",
+                default=[],
+                metavar="KEY=VALUE",
+                help="override a recipe field",
+            )
+        if algo:
+            cmd.add_argument("--algo", choices=["dpo", "grpo"], help="overrides the recipe's")
+        return cmd
+
+    cmd = add("judge", "score stored turns that have no judgment yet")
+    cmd.add_argument("--limit", type=int, default=None)
+    cmd = add("build-data", "snapshot training data and a held-out slice", algo=True)
+    cmd.add_argument("--out", type=Path, help="directory (default: a new run directory)")
+    cmd = add("train", "train a LoRA adapter with TRL", algo=True)
+    cmd.add_argument("--data", type=Path, help="snapshot from build-data (default: build one)")
+    cmd.add_argument("--out", type=Path, help="run directory (default: a new one)")
+    cmd = add("publish", "write a trained adapter as the next version and load it")
+    cmd.add_argument("adapter", type=Path, help="adapter directory (a run's adapter/)")
+    cmd.add_argument("--data", type=Path, help="its data snapshot (for the gate and manifest)")
+    cmd = add("gate", "compare a published candidate with what serves now")
+    cmd.add_argument("candidate", help="version: 3, v3 or flywheel-v3")
+    cmd = add("promote", "serve a version for new turns", recipe=False)
+    cmd.add_argument("version", help="version: 3, v3 or flywheel-v3")
+    add("rollback", "switch back to the previously active version", recipe=False)
+    cmd = add("run", "judge -> build-data -> train -> gate -> publish + promote", algo=True)
+    cmd.add_argument("--skip-judge", action="store_true", help="use existing judgments only")
+    cmd = add("status", "adapter versions, what serves, what the server has loaded", recipe=False)
+    cmd.add_argument("--json", action="store_true")
+    return p
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    """Run one command; returns the exit status."""
+    from rl_trainer import pipeline
+    from rl_trainer import publish as pub
+    from rl_trainer.data import read_snapshot
+
+    with pipeline.Workspace.open() as ws:
+        if args.command == "judge":
+            stats = pipeline.judge_step(ws, _recipe(args), args.limit)
+            _write(json.dumps(vars(stats)))
+        elif args.command == "build-data":
+            recipe = _recipe(args)
+            out = args.out or ws.new_run_dir(recipe.algo) / "data"
+            snapshot = pipeline.build_data_step(ws, recipe, out)
+            _write(json.dumps({"path": str(snapshot.path), **snapshot.counts}))
+        elif args.command == "train":
+            recipe = _recipe(args)
+            run_dir = args.out or ws.new_run_dir(recipe.algo)
+            snapshot = (
+                read_snapshot(args.data)
+                if args.data
+                else pipeline.build_data_step(ws, recipe, run_dir / "data")
+            )
+            result = pipeline.train_step(ws, recipe, snapshot, run_dir)
+            _write(json.dumps({"adapter": str(result.adapter_dir), "data": str(snapshot.path)}))
+        elif args.command == "publish":
+            recipe = _recipe(args)
+            given = read_snapshot(args.data) if args.data else None
+            row = pipeline.publish_step(ws, recipe, args.adapter, snapshot=given)
+            _write(row.served_name)
+        elif args.command == "gate":
+            row = pub.get_version(ws.db, ws.name, args.candidate)
+            verdict = pipeline.gate_step(ws, _recipe(args), row)
+            _write(json.dumps(verdict.to_dict(), indent=2))
+            return 0 if verdict.passed else 2
+        elif args.command == "promote":
+            row = pub.get_version(ws.db, ws.name, args.version)
+            pub.promote(ws.db, ws.client, row)
+            _write(f"serving {row.served_name}")
+        elif args.command == "rollback":
+            previous = pub.rollback(ws.db, ws.client, ws.name)
+            _write(f"serving {previous.served_name if previous else 'the base model'}")
+        elif args.command == "run":
+            report = pipeline.run(ws, _recipe(args), skip_judge=args.skip_judge)
+            _write(report.text())
+        elif args.command == "status":
+            state = pipeline.status(ws)
+            if args.json:
+                _write(json.dumps(state, indent=2))
+            else:
+                _write(f"active: {state['active'] or 'none (base model)'}")
+                for v in state["versions"]:
+                    _write(
+                        f"{v['served_name']:<24} {v['status']:<10} algo={v['algo']} "
+                        f"win_rate={v['gate_win_rate']} train_turns={v['train_turns']} "
+                        f"loaded={v['loaded']}"
+                    )
+                if state["server_error"]:
+                    _write(f"model server: {state['server_error']}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``rl-trainer`` console script."""
+    args = parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s", stream=sys.stderr
+    )
+    try:
+        return dispatch(args)
+    except (PublishError, ValueError, FileNotFoundError, ModelServerError) as exc:
+        logger.error("%s: %s", args.command, exc)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

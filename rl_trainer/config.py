@@ -1,0 +1,202 @@
+"""The recipe: one flat dataclass whose fields are the keys of a YAML file.
+
+A recipe is the record of a run (it is copied into the adapter's manifest), so every
+knob that changes what gets trained lives here, each with its help text, and
+``__post_init__`` refuses combinations that cannot work before any model is loaded.
+Bundled recipes live in ``rl_trainer/recipes/`` and can be named without their path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+RECIPES_DIR = Path(__file__).parent / "recipes"
+
+
+@dataclass
+class Recipe:
+    """Everything that decides what ``rl-trainer run`` trains, and how it is judged."""
+
+    algo: Literal["dpo", "grpo"] = field(
+        default="dpo", metadata={"help": "Training algorithm: preference pairs (dpo) or grpo."}
+    )
+    init: Literal["active", "fresh"] = field(
+        default="active",
+        metadata={"help": "Start from the active adapter's weights, or from a fresh LoRA."},
+    )
+    # LoRA
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank (<= the server's max rank)."})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha (scale = alpha / r)."})
+    lora_dropout: float = field(default=0.0, metadata={"help": "Dropout on the LoRA input."})
+    lora_target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"],
+        metadata={"help": "Module names that get LoRA weights."},
+    )
+    # Optimisation
+    learning_rate: float = field(default=5e-6, metadata={"help": "Peak learning rate."})
+    max_steps: int = field(default=100, metadata={"help": "Optimizer steps."})
+    per_device_train_batch_size: int = field(
+        default=4, metadata={"help": "Examples (DPO pairs or GRPO completions) per device step."}
+    )
+    gradient_accumulation_steps: int = field(
+        default=1, metadata={"help": "Micro-batches per optimizer step."}
+    )
+    warmup_steps: float = field(
+        default=0.0, metadata={"help": "Warm-up steps, or a fraction of max_steps when below 1."}
+    )
+    lr_scheduler_type: str = field(default="constant", metadata={"help": "LR schedule."})
+    max_length: int = field(
+        default=2048, metadata={"help": "Longest prompt + completion in tokens (DPO)."}
+    )
+    beta: float = field(
+        default=0.1,
+        metadata={"help": "KL strength to the base model (DPO beta; GRPO KL coefficient)."},
+    )
+    loss_type: str = field(
+        default="sigmoid",
+        metadata={"help": "TRL loss type: sigmoid|ipo|... for DPO, dapo|grpo|dr_grpo for GRPO."},
+    )
+    seed: int = field(default=0, metadata={"help": "Random seed of data order and sampling."})
+    device: Literal["auto", "cpu", "cuda"] = field(
+        default="auto", metadata={"help": "Train on cpu, cuda, or whichever is present."}
+    )
+    gradient_checkpointing: bool = field(
+        default=False, metadata={"help": "Trade compute for memory (useful on big models)."}
+    )
+    logging_steps: int = field(default=1, metadata={"help": "Log metrics every N steps."})
+    # GRPO
+    num_generations: int = field(
+        default=8, metadata={"help": "Completions sampled per prompt (GRPO group size)."}
+    )
+    max_completion_length: int = field(
+        default=256, metadata={"help": "Longest sampled completion in tokens (GRPO)."}
+    )
+    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature (GRPO)."})
+    rewards: dict[str, float] = field(
+        default_factory=lambda: {"judge": 1.0, "citation_validity": 0.5, "soft_overlong": 0.5},
+        metadata={"help": "GRPO reward functions (names in rewards.REWARDS) and their weights."},
+    )
+    overlong_buffer: int = field(
+        default=64,
+        metadata={"help": "Tokens before max_completion_length where the length penalty starts."},
+    )
+    use_vllm: bool = field(
+        default=False,
+        metadata={"help": "Generate GRPO rollouts with vLLM in colocate mode (needs vllm)."},
+    )
+    # Data
+    dataset_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "GRPO prompts from a JSONL of {question, answer} (e.g. gsm8k/train.jsonl, "
+            "relative to DATASETS_DIR) instead of the store."
+        },
+    )
+    dataset_limit: int | None = field(
+        default=None, metadata={"help": "Use at most this many rows of dataset_path."}
+    )
+    heldout_fraction: float = field(
+        default=0.2, metadata={"help": "Share of threads held out of training for the gate."}
+    )
+    max_ratings_per_user_per_day: int = field(
+        default=20, metadata={"help": "Ratings counted per user per day (one user cannot steer)."}
+    )
+    judge_margin: float = field(
+        default=0.2,
+        metadata={"help": "Judge scores (0..1) of two answers must differ this much to pair."},
+    )
+    fresh_pairs: int = field(
+        default=0,
+        metadata={"help": "DPO pairs sampled from the current adapter and ranked by the judge."},
+    )
+    # Judge and gate
+    judge: str = field(
+        default="llm",
+        metadata={
+            "help": "'llm' (the LLM judge in the settings) or 'rule:<reward>' to score with a "
+            "reward function instead (tests, toy loops)."
+        },
+    )
+    gate_threshold: float = field(
+        default=0.55, metadata={"help": "Candidate's pairwise win rate needed to pass."}
+    )
+    gate_max_tokens: int = field(
+        default=256, metadata={"help": "Longest answer generated per held-out prompt."}
+    )
+    gate_limit: int | None = field(
+        default=None, metadata={"help": "Use at most this many held-out prompts."}
+    )
+
+    def __post_init__(self) -> None:
+        if self.algo not in ("dpo", "grpo"):
+            raise ValueError(f"algo is {self.algo!r}; expected 'dpo' or 'grpo'")
+        if self.algo == "grpo" and self.num_generations < 2:
+            raise ValueError(
+                f"GRPO needs at least 2 generations per prompt (num_generations="
+                f"{self.num_generations}); raise num_generations"
+            )
+        if self.algo == "grpo":
+            batch = self.per_device_train_batch_size * self.gradient_accumulation_steps
+            if batch % self.num_generations:
+                raise ValueError(
+                    f"per_device_train_batch_size x gradient_accumulation_steps = {batch} is "
+                    f"not a multiple of num_generations={self.num_generations}; make it one"
+                )
+            if not self.rewards:
+                raise ValueError("GRPO needs at least one reward in 'rewards'")
+        if self.beta < 0:
+            raise ValueError(f"beta={self.beta} is negative; use 0 (no KL) or more")
+        if not 0.0 <= self.heldout_fraction < 1.0:
+            raise ValueError(f"heldout_fraction={self.heldout_fraction} must be in [0, 1)")
+        if not 0.0 < self.gate_threshold <= 1.0:
+            raise ValueError(f"gate_threshold={self.gate_threshold} must be in (0, 1]")
+        if self.judge != "llm" and not self.judge.startswith("rule:"):
+            raise ValueError(f"judge={self.judge!r}; expected 'llm' or 'rule:<reward name>'")
+        if self.overlong_buffer >= self.max_completion_length:
+            raise ValueError(
+                f"overlong_buffer={self.overlong_buffer} must be below "
+                f"max_completion_length={self.max_completion_length}"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The recipe as plain data (for manifests and YAML)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def help(cls) -> dict[str, str]:
+        """Each field's help text, by name."""
+        return {f.name: str(f.metadata.get("help", "")) for f in dataclasses.fields(cls)}
+
+
+def recipe_path(name_or_path: str | Path) -> Path:
+    """A recipe file: a path as given, or the name of a bundled recipe (``tiny-dpo``)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    bundled = RECIPES_DIR / f"{Path(name_or_path).stem}.yaml"
+    if bundled.is_file():
+        return bundled
+    names = sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+    raise FileNotFoundError(f"no recipe file {str(name_or_path)!r}; bundled recipes: {names}")
+
+
+def load_recipe(name_or_path: str | Path | None = None, **overrides: Any) -> Recipe:
+    """Read a YAML recipe (unknown keys are an error), then apply ``overrides``."""
+    data: dict[str, Any] = {}
+    if name_or_path is not None:
+        path = recipe_path(name_or_path)
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{path} must hold a mapping of recipe fields")
+        data = loaded
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    known = {f.name for f in dataclasses.fields(Recipe)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"unknown recipe keys {unknown}; known keys: {sorted(known)}")
+    return Recipe(**data)

@@ -1,0 +1,70 @@
+"""Settings of the trainer process: where the store and runs live, which judge to ask.
+
+Built once per process by :func:`get_settings`; nothing else in ``rl_trainer`` reads the
+environment. The model server's address, the adapters root and the base model come from
+the backend's settings, so the trainer writes adapters exactly where the server loads
+them from. ``DATA_DIR`` and ``DATABASE_URL`` mean what they mean for the API.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class TrainerSettings(BaseSettings):
+    """Where the trainer reads turns, writes runs and finds its judge."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+
+    data_dir: Path = Field(Path("data"), alias="DATA_DIR", description="Local state root.")
+    database_url: str | None = Field(
+        None,
+        alias="DATABASE_URL",
+        description="SQLAlchemy URL; defaults to SQLite in the data directory (as the API).",
+    )
+    judge_url: str | None = Field(
+        None,
+        alias="JUDGE_URL",
+        description="OpenAI-compatible base URL (…/v1) of the judge; defaults to the model server.",
+    )
+    judge_model: str | None = Field(
+        None,
+        alias="JUDGE_MODEL",
+        description="Model the judge is asked with; defaults to the served base model.",
+    )
+    adapter_name: str = Field(
+        "flywheel",
+        alias="ADAPTER_NAME",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+        description="Name of the adapter line; versions are served as <name>-v<N>.",
+    )
+    train_base_model: str | None = Field(
+        None,
+        alias="TRAIN_BASE_MODEL",
+        description="Local path or hub id to train on; defaults to LLM_MODEL of the server.",
+    )
+    datasets_dir: Path = Field(
+        Path("../shared/data"),
+        alias="DATASETS_DIR",
+        description="Where recipes' relative dataset paths (e.g. gsm8k/train.jsonl) resolve.",
+    )
+
+    @property
+    def db_url(self) -> str:
+        """The database URL in force."""
+        return self.database_url or f"sqlite:///{self.data_dir / 'flywheel.db'}"
+
+    @property
+    def runs_dir(self) -> Path:
+        """Directory holding one sub-directory per trainer run."""
+        return self.data_dir / "runs"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> TrainerSettings:
+    """The process's trainer settings, read from the environment and ``.env`` once."""
+    return TrainerSettings()

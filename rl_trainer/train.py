@@ -1,0 +1,251 @@
+"""Training a LoRA adapter with TRL's DPOTrainer or GRPOTrainer.
+
+This module only turns a recipe and a data snapshot into TRL's configs and trainer;
+the training loops are TRL's, so what is known about them (and their speed) holds
+here. The base model is never modified: LoRA weights are trained on top of it, starting
+fresh or from the active adapter, and with peft the reference model for the KL term is
+the base with the adapter disabled, so no second copy of the model is loaded. Metrics go
+to TensorBoard and a JSONL file in the run directory; TRL's progress bar shows on the
+console.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rl_trainer.config import Recipe
+from rl_trainer.data import Snapshot
+from rl_trainer.rewards import build_rewards
+
+logger = logging.getLogger(__name__)
+
+METRICS_FILE = "metrics.jsonl"
+DPO_COLUMNS = ("prompt", "chosen", "rejected")
+GRPO_COLUMNS = ("prompt", "num_sources", "answerable", "answer")
+
+
+@dataclass
+class TrainResult:
+    """A trained adapter directory and what training reported."""
+
+    adapter_dir: Path
+    base_model: str
+    metrics: dict[str, Any] = field(default_factory=dict)
+    step_times: list[float] = field(default_factory=list)
+
+
+def resolve_device(recipe: Recipe) -> str:
+    """``cuda`` or ``cpu``: the recipe's choice, or whichever is present."""
+    if recipe.device != "auto":
+        return recipe.device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _callbacks(run_dir: Path, step_times: list[float]) -> tuple[list[Any], Any]:
+    from torch.utils.tensorboard import SummaryWriter
+    from transformers import TrainerCallback
+    from transformers.integrations import TensorBoardCallback
+
+    metrics_path = run_dir / METRICS_FILE
+
+    class JsonlMetrics(TrainerCallback):  # type: ignore[misc]
+        """Appends every logged dict, with its step, to the run's metrics file."""
+
+        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **_: Any) -> None:
+            if logs:
+                with metrics_path.open("a", encoding="utf-8") as handle:
+                    handle.write(json.dumps({"step": state.global_step, **logs}) + "\n")
+
+    class StepTimer(TrainerCallback):  # type: ignore[misc]
+        """Wall time of each optimizer step (for the report and the benchmark)."""
+
+        def on_step_begin(self, args: Any, state: Any, control: Any, **_: Any) -> None:
+            self.start = time.perf_counter()
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **_: Any) -> None:
+            step_times.append(time.perf_counter() - self.start)
+
+    writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+    return [JsonlMetrics(), StepTimer(), TensorBoardCallback(tb_writer=writer)], writer
+
+
+def common_args(recipe: Recipe, run_dir: Path, device: str) -> dict[str, Any]:
+    """Arguments DPOConfig and GRPOConfig share (transformers' TrainingArguments)."""
+    on_gpu = device == "cuda"
+    return {
+        "output_dir": str(run_dir / "trainer"),
+        "max_steps": recipe.max_steps,
+        "learning_rate": recipe.learning_rate,
+        "per_device_train_batch_size": recipe.per_device_train_batch_size,
+        "gradient_accumulation_steps": recipe.gradient_accumulation_steps,
+        "warmup_steps": recipe.warmup_steps,
+        "lr_scheduler_type": recipe.lr_scheduler_type,
+        "logging_steps": recipe.logging_steps,
+        "save_strategy": "no",
+        "report_to": "none",  # TensorBoard is attached as a callback writing into the run dir
+        "seed": recipe.seed,
+        "data_seed": recipe.seed,
+        "use_cpu": not on_gpu,
+        "bf16": on_gpu,
+        "dataloader_num_workers": 0,
+        "beta": recipe.beta,
+        # Passed only when wanted: transformers 5 warns on the old name even when False.
+        **({"gradient_checkpointing": True} if recipe.gradient_checkpointing else {}),
+    }
+
+
+def load_policy(base_model: str, device: str, init_adapter: Path | None) -> tuple[Any, Any]:
+    """The base model (with the starting adapter, trainable, when given) and its tokenizer."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    model: Any = AutoModelForCausalLM.from_pretrained(base_model, dtype=dtype)
+    tokenizer = AutoTokenizer.from_pretrained(base_model)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if init_adapter is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(init_adapter), is_trainable=True)
+    return model, tokenizer
+
+
+def lora_config(recipe: Recipe) -> Any:
+    """The peft LoRA config of a fresh adapter."""
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=recipe.lora_r,
+        lora_alpha=recipe.lora_alpha,
+        lora_dropout=recipe.lora_dropout,
+        target_modules=list(recipe.lora_target_modules),
+        task_type="CAUSAL_LM",
+    )
+
+
+def make_trainer(
+    recipe: Recipe,
+    rows: list[dict[str, Any]],
+    base_model: str,
+    run_dir: Path,
+    *,
+    init_adapter: Path | None = None,
+    judge: Any = None,
+    extra_rewards: dict[str, Any] | None = None,
+    callbacks: list[Any] | None = None,
+) -> Any:
+    """TRL's trainer for the recipe's algorithm, on ``rows`` (a snapshot's train split)."""
+    from datasets import Dataset
+
+    device = resolve_device(recipe)
+    model, tokenizer = load_policy(base_model, device, init_adapter)
+    peft_config = None if init_adapter is not None else lora_config(recipe)
+    args = common_args(recipe, run_dir, device)
+    if recipe.algo == "dpo":
+        from trl import DPOConfig, DPOTrainer
+
+        dataset = Dataset.from_list([{k: r[k] for k in DPO_COLUMNS} for r in rows])
+        dpo_config = DPOConfig(**args, loss_type=[recipe.loss_type], max_length=recipe.max_length)
+        return DPOTrainer(
+            model=model,
+            args=dpo_config,
+            train_dataset=dataset,
+            processing_class=tokenizer,
+            peft_config=peft_config,
+            callbacks=callbacks,
+        )
+    from trl import GRPOConfig, GRPOTrainer
+
+    funcs, weights = build_rewards(
+        recipe.rewards,
+        judge=judge,
+        max_completion_length=recipe.max_completion_length,
+        overlong_buffer=recipe.overlong_buffer,
+        extra=extra_rewards,
+    )
+    dataset = Dataset.from_list([{k: r.get(k) for k in GRPO_COLUMNS} for r in rows])
+    grpo_config = GRPOConfig(
+        **args,
+        loss_type=recipe.loss_type,
+        num_generations=recipe.num_generations,
+        max_completion_length=recipe.max_completion_length,
+        temperature=recipe.temperature,
+        reward_weights=weights,
+        use_vllm=recipe.use_vllm,
+        vllm_mode="colocate",
+        shuffle_dataset=True,
+    )
+    return GRPOTrainer(
+        model=model,
+        reward_funcs=list(funcs),  # type: ignore[arg-type]  # TRL's list type is invariant
+        args=grpo_config,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=callbacks,
+    )
+
+
+def train(
+    recipe: Recipe,
+    snapshot: Snapshot,
+    base_model: str,
+    run_dir: Path,
+    *,
+    init_adapter: Path | None = None,
+    judge: Any = None,
+    extra_rewards: dict[str, Any] | None = None,
+) -> TrainResult:
+    """Train on ``snapshot`` and save the adapter to ``run_dir/adapter``.
+
+    Raises:
+        ValueError: when the snapshot has no training rows or is for another algorithm.
+    """
+    if snapshot.algo != recipe.algo:
+        raise ValueError(
+            f"the data snapshot at {snapshot.path} is for {snapshot.algo}, the recipe trains "
+            f"{recipe.algo}; run build-data --algo {recipe.algo}"
+        )
+    if not snapshot.train:
+        raise ValueError(
+            f"no training rows in {snapshot.path} ({snapshot.counts}); collect more ratings, "
+            "corrections or judgments first"
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    step_times: list[float] = []
+    callbacks, writer = _callbacks(run_dir, step_times)
+    trainer = make_trainer(
+        recipe,
+        snapshot.train,
+        base_model,
+        run_dir,
+        init_adapter=init_adapter,
+        judge=judge,
+        extra_rewards=extra_rewards,
+        callbacks=callbacks,
+    )
+    logger.info(
+        "training %s on %d rows for %d steps (%s)",
+        recipe.algo,
+        len(snapshot.train),
+        recipe.max_steps,
+        resolve_device(recipe),
+    )
+    try:
+        output = trainer.train()
+    finally:
+        writer.close()
+    adapter_dir = run_dir / "adapter"
+    trainer.model.save_pretrained(str(adapter_dir))
+    history = [h for h in trainer.state.log_history if "loss" in h or "train_loss" in h]
+    metrics = {**(history[-1] if history else {}), **output.metrics}
+    metrics["mean_step_s"] = sum(step_times) / len(step_times) if step_times else None
+    return TrainResult(adapter_dir, base_model, metrics, step_times)
