@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import itertools
+import json
 import logging
 import queue
 import threading
@@ -203,6 +205,36 @@ class _Group:
         return all(r.finished for r in self.rows)
 
 
+@dataclass(eq=False)
+class _Slot:
+    """A peft adapter name whose weights hold one adapter version at a time."""
+
+    name: str
+    signature: str | None
+    params: dict[str, Any]  # key as saved by peft → the slot's parameter
+    version: AdapterVersion | None = None
+
+
+def _lora_signature(config: dict[str, Any]) -> str | None:
+    """What must match for one LoRA's weights to be copied into another's slot.
+
+    None for adapters with parts beyond plain A/B matrices (DoRA, biases, extra modules):
+    those always get a fresh slot.
+    """
+    if (
+        config.get("use_dora")
+        or config.get("modules_to_save")
+        or config.get("bias", "none") != "none"
+    ):
+        return None
+    targets = config.get("target_modules")
+    keys = ("r", "lora_alpha", "use_rslora", "rank_pattern", "alpha_pattern", "layers_to_transform")
+    shape = {k: config.get(k) for k in keys}
+    shape["target_modules"] = sorted(targets) if isinstance(targets, list) else targets
+    shape["exclude_modules"] = config.get("exclude_modules")
+    return json.dumps(shape, sort_keys=True, default=str)
+
+
 class Engine:
     """Owns the model, the worker thread, and the adapters loaded into the model."""
 
@@ -225,8 +257,10 @@ class Engine:
         self.registry = AdapterRegistry()
         self._peft: Any = None
         self._tuner_layers: list[Any] = []
-        self._resident: OrderedDict[str, AdapterVersion] = OrderedDict()
-        self._active_uid: str | None = None
+        self._slots: dict[str, _Slot] = {}
+        self._slot_ids = itertools.count()
+        self._resident: OrderedDict[str, _Slot] = OrderedDict()
+        self._active_slot: str | None = None
         self._pending: queue.SimpleQueue[GenerationRequest] = queue.SimpleQueue()
         self._commands: queue.SimpleQueue[
             tuple[Callable[[], Any], concurrent.futures.Future[Any]]
@@ -445,86 +479,155 @@ class Engine:
                 req.emit(RuntimeError(f"generation failed: {exc}"))
 
     # ---- adapters (worker thread only) ------------------------------------------------
+    #
+    # Adapter weights live in peft "slots" (adapter names inside the peft model). A slot
+    # holds one adapter version at a time; when a version is unloaded or evicted its slot
+    # is kept and refilled by the next adapter with the same LoRA shape by copying tensors
+    # in place, which is what makes a hot-swap cost milliseconds instead of a peft
+    # re-injection that walks the whole model. At most ``max_loras`` slots exist, except
+    # while more versions are in use by running requests.
 
     def _make_resident(self, version: AdapterVersion) -> None:
         if version.uid in self._resident:
             self._resident.move_to_end(version.uid)
             return
+        started = time.perf_counter()
+        signature = _lora_signature(version.spec.config)
+        slot = next(
+            (
+                s
+                for s in self._slots.values()
+                if s.version is None and signature is not None and s.signature == signature
+            ),
+            None,
+        )
+        how = "refilled"
+        if slot is None or not self._fill(slot, version):
+            self._make_room()
+            slot = self._inject(version, signature)
+            how = "injected"
+        slot.version = version
+        self._resident[version.uid] = slot
+        logger.info(
+            "adapter %s (%s) resident in slot %s (%s) in %.0f ms",
+            version.name,
+            version.uid,
+            slot.name,
+            how,
+            1000 * (time.perf_counter() - started),
+        )
+
+    def _fill(self, slot: _Slot, version: AdapterVersion) -> bool:
+        """Copy ``version``'s weights into a free slot of the same shape; False if they differ."""
+        from safetensors.torch import load_file
+
+        weights = version.spec.path / "adapter_model.safetensors"
+        if not weights.is_file():
+            return False
+        state = load_file(weights, device=str(self.device))
+        if state.keys() != slot.params.keys() or any(
+            state[k].shape != slot.params[k].shape for k in state
+        ):
+            return False
+        for key, tensor in state.items():
+            slot.params[key].copy_(tensor)
+        return True
+
+    def _inject(self, version: AdapterVersion, signature: str | None) -> _Slot:
         from peft import PeftModel
 
-        started = time.perf_counter()
+        name = f"slot{next(self._slot_ids)}"
         path = str(version.spec.path)
         try:
             if self._peft is None:
                 self._peft = PeftModel.from_pretrained(
-                    self.model,
-                    path,
-                    adapter_name=version.uid,
-                    is_trainable=False,
-                    low_cpu_mem_usage=True,
+                    self.model, path, adapter_name=name, is_trainable=False, low_cpu_mem_usage=True
                 )
             else:
                 self._peft.load_adapter(
-                    path, adapter_name=version.uid, is_trainable=False, low_cpu_mem_usage=True
+                    path, adapter_name=name, is_trainable=False, low_cpu_mem_usage=True
                 )
         except (ValueError, RuntimeError, KeyError, OSError) as exc:
-            if self._peft is not None and version.uid in self._peft.peft_config:
-                self._peft.delete_adapter(version.uid)
+            if self._peft is not None and name in self._peft.peft_config:
+                self._peft.delete_adapter(name)
             raise AdapterError(
                 f"Loading LoRA adapter '{version.name}' from {path} failed: {exc}. "
                 "Is it an adapter for the served model's architecture?",
                 400,
             ) from exc
         self._peft.to(self.device)
+        marker = f".{name}."
+        params = {
+            key.replace(marker, "."): param
+            for key, param in self._peft.named_parameters()
+            if marker in key
+        }
+        slot = _Slot(name=name, signature=signature, params=params)
+        self._slots[name] = slot
         self._refresh_layers()
-        self._resident[version.uid] = version
-        logger.info(
-            "adapter %s (%s) resident in %.0f ms",
-            version.name,
-            version.uid,
-            1000 * (time.perf_counter() - started),
-        )
-        self._evict_idle()
+        return slot
 
-    def _evict_idle(self) -> None:
-        busy = {g.uid for g in self._groups}
-        for uid, version in list(self._resident.items()):
-            if len(self._resident) <= self.max_loras:
-                return
-            if uid in busy or self.registry.in_use(version):
+    def _make_room(self) -> None:
+        """Free slots until a new one fits under ``max_loras`` (LRU idle versions first)."""
+        while len(self._slots) >= self.max_loras:
+            free = next((s for s in self._slots.values() if s.version is None), None)
+            if free is not None:
+                self._delete_slot(free)
                 continue
-            logger.info("evicting idle adapter %s (%s) from memory (LRU)", version.name, uid)
-            self._delete(uid)
+            busy = {g.uid for g in self._groups}
+            idle = next(
+                (
+                    v
+                    for uid, slot in self._resident.items()
+                    if (v := slot.version) is not None
+                    and uid not in busy
+                    and not self.registry.in_use(v)
+                ),
+                None,
+            )
+            if idle is None:
+                return  # every resident adapter is in use: go above max_loras for now
+            logger.info("evicting idle adapter %s (%s) from memory (LRU)", idle.name, idle.uid)
+            self._free(idle.uid)
 
     def _drop_retired(self) -> None:
-        busy = {g.uid for g in self._groups}
         for version in self.registry.collect_retired():
-            if version.uid in self._resident and version.uid not in busy:
-                self._delete(version.uid)
+            if version.uid in self._resident:
+                self._free(version.uid)
+        while len(self._slots) > self.max_loras:
+            free = next((s for s in self._slots.values() if s.version is None), None)
+            if free is None:
+                return
+            self._delete_slot(free)
 
-    def _delete(self, uid: str) -> None:
-        self._resident.pop(uid, None)
-        if self._active_uid == uid:
-            self._active_uid = None
-        self._peft.delete_adapter(uid)
+    def _free(self, uid: str) -> None:
+        slot = self._resident.pop(uid)
+        slot.version = None
+
+    def _delete_slot(self, slot: _Slot) -> None:
+        del self._slots[slot.name]
+        if self._active_slot == slot.name:
+            self._active_slot = None
+        self._peft.delete_adapter(slot.name)
         self._refresh_layers()
 
     def _refresh_layers(self) -> None:
         from peft.tuners.tuners_utils import BaseTunerLayer
 
         self._tuner_layers = [m for m in self.model.modules() if isinstance(m, BaseTunerLayer)]
-        self._active_uid = "?"  # force the next _activate to set every layer
+        self._active_slot = "?"  # force the next _activate to set every layer
 
     def _activate(self, uid: str | None) -> None:
-        if uid == self._active_uid or (uid is None and not self._tuner_layers):
+        slot = None if uid is None else self._resident[uid].name
+        if slot == self._active_slot or (slot is None and not self._tuner_layers):
             return
         for layer in self._tuner_layers:
-            if uid is None:
+            if slot is None:
                 layer.enable_adapters(False)
             else:
                 layer.enable_adapters(True)
-                layer.set_adapter(uid, inference_mode=True)
-        self._active_uid = uid
+                layer.set_adapter(slot, inference_mode=True)
+        self._active_slot = slot
 
     # ---- decoding (worker thread only) ------------------------------------------------
 

@@ -297,7 +297,8 @@ async def _chat_stream(
             choices = []
             for d in deltas:
                 completion_tokens += len(d.token_ids)
-                if not d.text and d.finish_reason is None and not body.logprobs:
+                quiet = not (body.logprobs or body.return_token_ids)
+                if not d.text and d.finish_reason is None and quiet:
                     continue
                 choices.append(
                     ChatChunkChoice(
