@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any
 
 import httpx
@@ -10,9 +11,14 @@ import httpx
 
 def read_events(response: httpx.Response) -> list[tuple[str, Any]]:
     """``(event, data)`` pairs of a streamed response, in order."""
+    return parse_events(response.iter_lines())
+
+
+def parse_events(lines: Iterable[str]) -> list[tuple[str, Any]]:
+    """``(event, data)`` pairs from the lines of an event stream."""
     events: list[tuple[str, Any]] = []
     kind, data = "message", []
-    for line in response.iter_lines():
+    for line in lines:
         if line.startswith("event:"):
             kind = line[6:].strip()
         elif line.startswith("data:"):

@@ -17,7 +17,7 @@ from sqlalchemy import create_engine, text
 
 from tests.app.conftest import ROOT, Api, auth, create_user, start_api, stop, wait_http
 from tests.app.responder import REWRITE
-from tests.app.sse import chat_stream, read_events
+from tests.app.sse import chat_stream, parse_events
 from tests.conftest import free_port
 
 pytestmark = pytest.mark.slow
@@ -119,7 +119,7 @@ def test_model_server_killed_mid_stream(tmp_path: Path) -> None:
                     responder.kill()
                     responder.wait()
                     break
-            rest = read_events(response)
+            rest = parse_events(lines)
         kinds = [k for k, _ in rest]
         assert kinds[-1] == "error"
         error = rest[-1][1]
