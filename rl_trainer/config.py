@@ -57,13 +57,26 @@ class Recipe:
         default=0.1,
         metadata={"help": "KL strength to the base model (DPO beta; GRPO KL coefficient)."},
     )
-    loss_type: str = field(
+    loss_type: str | list[str] = field(
         default="sigmoid",
-        metadata={"help": "TRL loss type: sigmoid|ipo|... for DPO, dapo|grpo|dr_grpo for GRPO."},
+        metadata={
+            "help": "TRL loss: for DPO one or a list (e.g. [sigmoid, sft], weighted by "
+            "loss_weights); for GRPO one of dapo|grpo|dr_grpo|bnpo|..."
+        },
+    )
+    loss_weights: list[float] | None = field(
+        default=None, metadata={"help": "Weights of a list of DPO losses (default: all 1)."}
     )
     seed: int = field(default=0, metadata={"help": "Random seed of data order and sampling."})
     device: Literal["auto", "cpu", "cuda"] = field(
         default="auto", metadata={"help": "Train on cpu, cuda, or whichever is present."}
+    )
+    cpu_threads: int | None = field(
+        default=None,
+        metadata={
+            "help": "torch threads when training on CPU (None: torch's default). 1 is often "
+            "fastest for small models on a busy machine."
+        },
     )
     gradient_checkpointing: bool = field(
         default=False, metadata={"help": "Trade compute for memory (useful on big models)."}
@@ -147,6 +160,8 @@ class Recipe:
                     f"per_device_train_batch_size x gradient_accumulation_steps = {batch} is "
                     f"not a multiple of num_generations={self.num_generations}; make it one"
                 )
+            if not isinstance(self.loss_type, str):
+                raise ValueError(f"GRPO takes one loss_type, got {self.loss_type!r}")
             if not self.rewards:
                 raise ValueError("GRPO needs at least one reward in 'rewards'")
         if self.beta < 0:
@@ -178,10 +193,11 @@ def recipe_path(name_or_path: str | Path) -> Path:
     path = Path(name_or_path)
     if path.is_file():
         return path
-    bundled = RECIPES_DIR / f"{Path(name_or_path).stem}.yaml"
+    name = path.name.removesuffix(".yaml").removesuffix(".yml")
+    bundled = RECIPES_DIR / f"{name}.yaml"
     if bundled.is_file():
         return bundled
-    names = sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+    names = sorted(p.stem for p in RECIPES_DIR.glob("*.yaml") if not p.stem.startswith("accel"))
     raise FileNotFoundError(f"no recipe file {str(name_or_path)!r}; bundled recipes: {names}")
 
 

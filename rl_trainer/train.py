@@ -146,6 +146,10 @@ def make_trainer(
     from datasets import Dataset
 
     device = resolve_device(recipe)
+    if device == "cpu" and recipe.cpu_threads:
+        import torch
+
+        torch.set_num_threads(recipe.cpu_threads)
     model, tokenizer = load_policy(base_model, device, init_adapter)
     peft_config = None if init_adapter is not None else lora_config(recipe)
     args = common_args(recipe, run_dir, device)
@@ -153,7 +157,13 @@ def make_trainer(
         from trl import DPOConfig, DPOTrainer
 
         dataset = Dataset.from_list([{k: r[k] for k in DPO_COLUMNS} for r in rows])
-        dpo_config = DPOConfig(**args, loss_type=[recipe.loss_type], max_length=recipe.max_length)
+        losses = [recipe.loss_type] if isinstance(recipe.loss_type, str) else recipe.loss_type
+        dpo_config = DPOConfig(
+            **args,
+            loss_type=list(losses),
+            loss_weights=recipe.loss_weights,
+            max_length=recipe.max_length,
+        )
         return DPOTrainer(
             model=model,
             args=dpo_config,
@@ -174,7 +184,7 @@ def make_trainer(
     dataset = Dataset.from_list([{k: r.get(k) for k in GRPO_COLUMNS} for r in rows])
     grpo_config = GRPOConfig(
         **args,
-        loss_type=recipe.loss_type,
+        loss_type=str(recipe.loss_type),
         num_generations=recipe.num_generations,
         max_completion_length=recipe.max_completion_length,
         temperature=recipe.temperature,
@@ -244,7 +254,7 @@ def train(
     finally:
         writer.close()
     adapter_dir = run_dir / "adapter"
-    trainer.model.save_pretrained(str(adapter_dir))
+    trainer.save_model(str(adapter_dir))  # the peft adapter only; main process under DDP
     history = [h for h in trainer.state.log_history if "loss" in h or "train_loss" in h]
     metrics = {**(history[-1] if history else {}), **output.metrics}
     metrics["mean_step_s"] = sum(step_times) / len(step_times) if step_times else None
