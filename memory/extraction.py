@@ -7,6 +7,12 @@ is not an object makes it raise deep inside ``add``. Small served models often a
 with broken JSON, so :class:`CheckedExtractor` sits between mem0 and its LLM: it parses
 the reply itself, hands mem0 only well-formed facts, and records what went wrong so the
 caller can log the cause.
+
+It can also swap mem0's system prompt for :data:`COMPACT_PROMPT`. mem0's own is about
+34,000 characters (some 8,000 tokens): fine for a GPU server with prefix caching, but a
+small model on a CPU spends tens of seconds reading it, and the tiny demo model's 4,096
+token context cannot hold it. mem0 2.x has no setting for that prompt, so the swap happens
+here, on the way to the model; the reply format is the same.
 """
 
 from __future__ import annotations
@@ -85,19 +91,44 @@ def parse_extraction(reply: Any) -> Extraction:
     return Extraction(facts=facts, problem=problem)
 
 
+# A short extraction prompt for small models, in mem0's reply format. mem0 sends it the
+# conversation, the user's related existing memories and today's date as the user message.
+COMPACT_PROMPT = """You keep long-term memories about a user of a chat assistant.
+Read the new messages and write down the durable facts the USER states about themself:
+identity, preferences, diet, health, work, projects, tools, places, plans, relationships.
+
+Rules:
+- One short, self-contained sentence per fact, in the third person ("Is vegetarian",
+  "Their project is written in Rust").
+- Only what the user said; nothing the assistant suggested, no guesses, no small talk.
+- Skip facts already in "Existing Memories".
+- Resolve relative dates ("yesterday") against the Observation Date.
+
+Answer with JSON only, exactly in this shape:
+{"memory": [{"text": "first fact"}, {"text": "second fact"}]}
+When there is nothing worth remembering, answer {"memory": []}."""
+
+
 class CheckedExtractor:
     """Wraps mem0's LLM: passes mem0 only well-formed facts and keeps the last outcome.
 
     The outcome is kept per thread, so the thread that called ``Memory.add`` reads the
-    outcome of its own extraction with :meth:`take`.
+    outcome of its own extraction with :meth:`take`. With ``system_prompt`` set, mem0's
+    system message is replaced by it.
     """
 
-    def __init__(self, llm: ChatLLM) -> None:
+    def __init__(self, llm: ChatLLM, system_prompt: str | None = None) -> None:
         self.llm = llm
+        self.system_prompt = system_prompt
         self._local = threading.local()
 
     def generate_response(self, messages: list[dict[str, str]], **kwargs: Any) -> str:
         """Ask the wrapped LLM, then return a reply mem0 is sure to parse."""
+        if self.system_prompt is not None:
+            messages = [
+                {"role": "system", "content": self.system_prompt} if m["role"] == "system" else m
+                for m in messages
+            ]
         outcome = parse_extraction(self.llm.generate_response(messages=messages, **kwargs))
         self._local.outcome = outcome
         return json.dumps({"memory": outcome.facts})

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -58,6 +59,14 @@ class MemorySettings(BaseSettings):
         "not-needed",
         alias="MEMORY_LLM_API_KEY",
         description="API key for the extraction server (vLLM and the embedded server ignore it).",
+    )
+    extraction_prompt: Literal["compact", "mem0"] = Field(
+        "compact",
+        alias="MEMORY_EXTRACTION_PROMPT",
+        description=(
+            "'compact': a short extraction prompt that small CPU-served models read quickly; "
+            "'mem0': mem0's own (~8k tokens, for large models behind a prefix-caching server)."
+        ),
     )
     extraction_max_tokens: int = Field(
         512, alias="MEMORY_LLM_MAX_TOKENS", gt=0, description="Longest extraction reply."

@@ -2,8 +2,11 @@
 
 mem0 is built lazily (importing it pulls in sentence-transformers, seconds on a small
 CPU) over the process's single Qdrant client: in local mode a second client on the same
-path fails, so mem0 is handed the open one. Its telemetry is switched off and its files
-(home directory, history database) are kept in the data directory before it is imported.
+path fails, so mem0 is handed the open one. In local mode, searches scoped to one user are
+answered from a per-user index (:mod:`memory.local_index`): local Qdrant filters by
+scanning every point in Python, which alone would take recall past its budget. mem0's
+telemetry is switched off and its files (home directory, history database) are kept in
+the data directory before it is imported.
 
 ``remember`` is the only call that talks to the LLM. It runs on one worker thread with
 the extraction request bounded by ``MEMORY_TIMEOUT_S`` and never raises: a failing or
@@ -28,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
-from memory.extraction import CheckedExtractor, explicit_statements
+from memory.extraction import COMPACT_PROMPT, CheckedExtractor, explicit_statements
 from memory.settings import MemorySettings
 
 if TYPE_CHECKING:
@@ -68,7 +71,7 @@ class MemoryItem(BaseModel):
 
 
 def _check_user_id(user_id: str) -> str:
-    if not user_id or not user_id.strip() or any(c.isspace() for c in user_id):
+    if not isinstance(user_id, str) or not user_id or any(c.isspace() for c in user_id):
         raise ValueError(f"user_id must be a non-empty identifier without spaces, got {user_id!r}")
     return user_id
 
@@ -167,6 +170,10 @@ class UserMemory:
             # that it has none (it filters by scanning) — expected, not actionable.
             warnings.filterwarnings("ignore", message="Payload indexes have no effect")
             memory = memory_cls.from_config(mem0_config(self.settings, self._client))
+        from memory.local_index import UserScopedStore, is_local
+
+        if is_local(self._client):
+            memory.vector_store = UserScopedStore(memory.vector_store)
         dims = memory.embedding_model.config.embedding_dims
         if dims != self.settings.embedding_dims:
             raise ValueError(
@@ -183,14 +190,16 @@ class UserMemory:
             timeout=self.settings.timeout_s,
             max_retries=0,
         )
-        self._extractor = CheckedExtractor(llm)
+        compact = self.settings.extraction_prompt == "compact"
+        self._extractor = CheckedExtractor(llm, COMPACT_PROMPT if compact else None)
         memory.llm = self._extractor  # type: ignore[assignment]
         logger.info(
-            "memory ready in %.1fs: collection %r, extraction by %r at %s",
+            "memory ready in %.1fs: collection %r, extraction by %r at %s (%s prompt)",
             time.perf_counter() - started,
             self.settings.collection,
             self.settings.llm_model_name,
             self.settings.llm_base_url,
+            self.settings.extraction_prompt,
         )
         return memory
 

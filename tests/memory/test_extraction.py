@@ -6,7 +6,12 @@ import json
 
 import pytest
 
-from memory.extraction import CheckedExtractor, explicit_statements, parse_extraction
+from memory.extraction import (
+    COMPACT_PROMPT,
+    CheckedExtractor,
+    explicit_statements,
+    parse_extraction,
+)
 
 
 def test_sound_reply() -> None:
@@ -52,9 +57,23 @@ def test_broken_replies_say_why(reply: str | None, cause: str) -> None:
 class _Scripted:
     def __init__(self, reply: str) -> None:
         self.reply = reply
+        self.seen: list[list[dict[str, str]]] = []
 
     def generate_response(self, messages: list[dict[str, str]], **kwargs: object) -> str:
+        self.seen.append(messages)
         return self.reply
+
+
+@pytest.mark.parametrize("prompt", [None, COMPACT_PROMPT])
+def test_system_prompt_is_swapped_only_when_asked(prompt: str | None) -> None:
+    llm = _Scripted('{"memory": []}')
+    sent = [{"role": "system", "content": "mem0's long prompt"}, {"role": "user", "content": "u"}]
+
+    CheckedExtractor(llm, prompt).generate_response(sent)
+
+    assert llm.seen[0][0] == {"role": "system", "content": prompt or "mem0's long prompt"}
+    assert llm.seen[0][1] == sent[1]
+    assert len(COMPACT_PROMPT) < 2000  # small models must read it quickly
 
 
 def test_checked_extractor_hands_mem0_only_valid_facts() -> None:

@@ -33,6 +33,7 @@ def test_defaults(env: pytest.MonkeyPatch, minilm_path: Path) -> None:
     assert Path(settings.embedder_path()) == minilm_path
     assert settings.embedding_dims == 384
     assert settings.fallback_explicit is False
+    assert settings.extraction_prompt == "compact"
     assert settings.history_db_path == Path("data") / "memory" / "history.db"
 
 
