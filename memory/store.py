@@ -228,7 +228,9 @@ class UserMemory:
             return []
         result = self._mem0().get_all(filters={"user_id": user_id}, top_k=self.settings.list_limit)
         items = [MemoryItem.from_mem0(row) for row in result["results"]]
-        items.sort(key=lambda item: (item.created_at is not None, item.created_at), reverse=True)
+        items.sort(
+            key=lambda item: item.created_at.timestamp() if item.created_at else 0.0, reverse=True
+        )
         return items
 
     # ----------------------------------------------------------------- writing
@@ -245,15 +247,20 @@ class UserMemory:
 
         With ``infer=True`` (the default) the served LLM extracts facts through mem0.
         With ``infer=False`` the user's messages are stored verbatim, without an LLM.
-        Waits at most ``MEMORY_TIMEOUT_S``; never raises: on a failure (server down,
-        timeout, broken JSON) it logs a warning and returns ``[]``.
+        Waits at most ``MEMORY_TIMEOUT_S``; a memory failure (server down, timeout,
+        broken JSON, closed store) never raises: it logs a warning and returns ``[]``.
+        Only a malformed ``user_id`` (a caller bug) raises ``ValueError``, as everywhere.
         """
         _check_user_id(user_id)
         if not self.enabled:
             return []
         if threading.current_thread().name.startswith("memory-remember"):
             return self._remember_now(user_id, messages, thread_id, infer)
-        future = self._worker.submit(self._remember_now, user_id, messages, thread_id, infer)
+        try:
+            future = self._worker.submit(self._remember_now, user_id, messages, thread_id, infer)
+        except RuntimeError:  # closed: the process is shutting down
+            logger.warning("memory: closed; not remembering this turn of user %r", user_id)
+            return []
         try:
             return future.result(timeout=self.settings.timeout_s)
         except FutureTimeout:
@@ -277,11 +284,14 @@ class UserMemory:
         is what was stored. The extraction request is bounded by ``MEMORY_TIMEOUT_S``.
         """
         _check_user_id(user_id)
-        if not self.enabled:
-            done: Future[builtins.list[MemoryItem]] = Future()
-            done.set_result([])
-            return done
-        return self._worker.submit(self._remember_now, user_id, messages, thread_id, True)
+        if self.enabled:
+            try:
+                return self._worker.submit(self._remember_now, user_id, messages, thread_id, True)
+            except RuntimeError:  # closed: the process is shutting down
+                logger.warning("memory: closed; not remembering this turn of user %r", user_id)
+        done: Future[builtins.list[MemoryItem]] = Future()
+        done.set_result([])
+        return done
 
     def _remember_now(
         self,

@@ -273,3 +273,13 @@ def test_disabled_memory_recalls_nothing_and_stores_nothing(
     assert responder.requests == []
     assert texts(memories.list(user)) == {"I own a red bicycle"}
     off.close()
+
+
+def test_remember_after_close_is_a_logged_no_op(
+    memory_settings: MemorySettings, qdrant: QdrantClient, user: str
+) -> None:
+    closed = UserMemory(memory_settings, qdrant)
+    closed.close()
+
+    assert closed.remember(user, TURN) == []
+    assert closed.remember_in_background(user, TURN).result(timeout=1) == []
