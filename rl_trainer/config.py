@@ -84,7 +84,7 @@ class Recipe:
     logging_steps: int = field(default=1, metadata={"help": "Log metrics every N steps."})
     # GRPO
     num_generations: int = field(
-        default=8, metadata={"help": "Completions sampled per prompt (GRPO group size)."}
+        default=4, metadata={"help": "Completions sampled per prompt (GRPO group size)."}
     )
     max_completion_length: int = field(
         default=256, metadata={"help": "Longest sampled completion in tokens (GRPO)."}

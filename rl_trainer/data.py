@@ -315,8 +315,10 @@ def build_data(
         train_rows = [grpo_prompt(s.turn) for s in train_signals]
     heldout = [heldout_row(s.turn) for s in held_signals]
     counts.update(train=len(train_rows), heldout=len(heldout))
+    # The turns training actually reads: those in pairs (DPO), every prompt (GRPO).
+    used = {t for r in train_rows for t in r.get("turn_ids", [r.get("turn_id")]) if t}
     turn_ids = {
-        "train": sorted({s.turn.id for s in train_signals}),
+        "train": sorted(used),
         "heldout": sorted({s.turn.id for s in held_signals}),
     }
     snapshot = Snapshot(out, recipe.algo, train_rows, heldout, dict(counts), turn_ids)

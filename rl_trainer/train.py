@@ -37,6 +37,7 @@ class TrainResult:
     base_model: str
     metrics: dict[str, Any] = field(default_factory=dict)
     step_times: list[float] = field(default_factory=list)
+    model: Any = None  # the trained peft model, still in memory
 
 
 def resolve_device(recipe: Recipe) -> str:
@@ -96,8 +97,8 @@ def common_args(recipe: Recipe, run_dir: Path, device: str) -> dict[str, Any]:
         "bf16": on_gpu,
         "dataloader_num_workers": 0,
         "beta": recipe.beta,
-        # Passed only when wanted: transformers 5 warns on the old name even when False.
-        **({"gradient_checkpointing": True} if recipe.gradient_checkpointing else {}),
+        # Always passed: TRL turns it on by default, which slows small models for nothing.
+        "gradient_checkpointing": recipe.gradient_checkpointing,
     }
 
 
@@ -258,4 +259,4 @@ def train(
     history = [h for h in trainer.state.log_history if "loss" in h or "train_loss" in h]
     metrics = {**(history[-1] if history else {}), **output.metrics}
     metrics["mean_step_s"] = sum(step_times) / len(step_times) if step_times else None
-    return TrainResult(adapter_dir, base_model, metrics, step_times)
+    return TrainResult(adapter_dir, base_model, metrics, step_times, trainer.model)
