@@ -17,7 +17,8 @@ from tests.rl_trainer.store import add_turn, add_user, count
 
 
 def test_pointwise_parses_json_even_inside_prose_or_fences() -> None:
-    raw = 'Sure!\n```json\n{"groundedness": 5, "helpfulness": 3, "citations": 1, "rationale": "ok"}\n```'
+    body = '{"groundedness": 5, "helpfulness": 3, "citations": 1, "rationale": "ok"}'
+    raw = f"Sure!\n```json\n{body}\n```"
     verdict = parse_pointwise(raw)
     assert verdict is not None
     assert verdict.scores == {"groundedness": 5.0, "helpfulness": 3.0, "citations": 1.0}
