@@ -50,20 +50,21 @@ async def start_turn(
     history: list[dict[str, str]] | None = None,
 ) -> AsyncIterator[TurnEvent]:
     """Run the agent for ``question`` and yield its events; 404 for a thread not the user's."""
-    found = await asyncio.to_thread(
-        get_or_create_thread, services.db, user_id, thread_id, question[:80]
-    )
-    if found is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no thread {thread_id!r}")
-    thread, _ = found
     turn_id = new_id()
-    context = await asyncio.to_thread(
-        services.context,
-        user_id=user_id,
-        thread_id=thread.id,
-        turn_id=turn_id,
-        collection=collection,
-    )
+
+    def prepare() -> tuple[Any, Any] | None:  # one thread hop for both lookups
+        found = get_or_create_thread(services.db, user_id, thread_id, question[:80])
+        if found is None:
+            return None
+        context = services.context(
+            user_id=user_id, thread_id=found[0].id, turn_id=turn_id, collection=collection
+        )
+        return found[0], context
+
+    prepared = await asyncio.to_thread(prepare)
+    if prepared is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no thread {thread_id!r}")
+    thread, context = prepared
     queue: asyncio.Queue[TurnEvent | None] = asyncio.Queue()
     config = {"configurable": {"thread_id": thread.id}}
     graph_input: dict[str, Any] = {"question": question}
@@ -75,7 +76,11 @@ async def start_turn(
         final: dict[str, Any] = {}
         try:
             async for mode, chunk in services.graph.astream(
-                graph_input, config, context=context, stream_mode=["custom", "values"]
+                graph_input,
+                config,
+                context=context,
+                stream_mode=["custom", "values"],
+                durability="exit",  # one checkpoint write per turn, not one per node
             ):
                 if mode == "custom":
                     await queue.put(TurnEvent("token", {"text": chunk["text"]}))

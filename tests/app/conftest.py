@@ -81,6 +81,26 @@ def start_model_server(model: Path, adapters: Path) -> ModelServer:
     return ModelServer(f"http://127.0.0.1:{port}/v1", proc, adapters)
 
 
+def start_responder(slow: bool = False) -> tuple[str, subprocess.Popen[bytes]]:
+    """Start the scripted model (``tests/app/responder.py``); its base URL and process."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tests.app.responder",
+            "--port",
+            str(port),
+            *(["--slow"] if slow else []),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    wait_http(f"http://127.0.0.1:{port}/health", proc)
+    return f"http://127.0.0.1:{port}/v1", proc
+
+
 @dataclass
 class Api:
     """The API process and where it keeps its state."""

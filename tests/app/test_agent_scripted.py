@@ -4,8 +4,6 @@ mid-answer. The API is the real process; only the model is scripted."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,33 +13,13 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
-from tests.app.conftest import ROOT, Api, auth, create_user, start_api, stop, wait_http
+from tests.app.conftest import Api, auth, create_user, start_api, start_responder, stop
 from tests.app.responder import REWRITE
 from tests.app.sse import chat_stream, parse_events
-from tests.conftest import free_port
 
 pytestmark = pytest.mark.slow
 
 DOC = "Water boils at 100 degrees Celsius at sea level.\n\nIce melts at 0 degrees Celsius."
-
-
-def start_responder(slow: bool = False) -> tuple[str, subprocess.Popen[bytes]]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tests.app.responder",
-            "--port",
-            str(port),
-            *(["--slow"] if slow else []),
-        ],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    wait_http(f"http://127.0.0.1:{port}/health", proc)
-    return f"http://127.0.0.1:{port}/v1", proc
 
 
 @pytest.fixture(scope="module")
