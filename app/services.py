@@ -147,6 +147,8 @@ def _open_search(settings: AppSettings) -> tuple[Any, Any, Any]:
     retriever = Retriever(qdrant, r_settings)
     m_settings = memory_settings()
     memory = UserMemory(m_settings, qdrant) if m_settings.enabled else None
+    if memory is not None:
+        memory.warm_up()  # load mem0 and its embedder now, not on the first chat
     return qdrant, retriever, memory
 
 
@@ -165,6 +167,8 @@ async def open_services(settings: AppSettings) -> AsyncIterator[Services]:
         qdrant, retriever, memory = await asyncio.to_thread(_open_search, settings)
         if qdrant is not None:
             stack.callback(qdrant.close)
+        if memory is not None:
+            stack.callback(memory.close)  # after draining: pending memory writes finish first
         checkpointer = await _checkpointer(stack, settings, db)
         services = Services(
             settings=settings,
