@@ -33,6 +33,12 @@ class UiSettings(BaseSettings):
     chat_timeout_s: float = Field(
         600.0, alias="UI_CHAT_TIMEOUT_S", gt=0, description="Longest wait for a streamed answer."
     )
+    max_upload_mb: float = Field(
+        25.0,
+        alias="MAX_UPLOAD_MB",
+        gt=0,
+        description="The API's upload limit (same variable), so the browser refuses bigger files.",
+    )
     ingest_wait_s: float = Field(
         120.0,
         alias="UI_INGEST_WAIT_S",

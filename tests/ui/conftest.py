@@ -82,6 +82,10 @@ def api(model_server: ModelServer, tmp_path_factory: pytest.TempPathFactory) -> 
         model_server.url,
         MEMORY_FALLBACK_EXPLICIT="true",
         MEMORY_TIMEOUT_S="120",
+        MAX_UPLOAD_MB="1",
+        # Short answers and extractions: the tiny model's words carry no meaning anyway.
+        AGENT_MAX_TOKENS="48",
+        MEMORY_LLM_MAX_TOKENS="32",
     )
     yield running
     stop(running.proc)

@@ -60,6 +60,18 @@ def test_good_key_signs_in_to_the_chat(ui_env: Api, keys: dict[str, str]) -> Non
     assert "Signed in" in texts(at)
 
 
+def test_a_thread_that_is_gone_is_a_message(ui_env: Api, keys: dict[str, str]) -> None:
+    at = signed_in(keys["user"])
+    at.session_state["thread_id"] = "deleted-elsewhere"
+    at.run()
+    assert not at.exception
+    assert [e.value for e in at.error] == [
+        "Not found: it may have been deleted, or it belongs to another user. "
+        "(no thread 'deleted-elsewhere')"
+    ]
+    assert [s.value for s in at.subheader] == ["New chat"]
+
+
 def test_demo_banner_on_every_page(ui_env: Api, keys: dict[str, str]) -> None:
     assert httpx.get(f"{ui_env.url}/health").json()["demo_model"] is True
     at = app().run()
@@ -192,7 +204,7 @@ def test_model_page_for_admins_only(ui_env: Api, keys: dict[str, str]) -> None:
     assert not at.error, [e.value for e in at.error]
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Base model"] == "tiny"
-    assert metrics["Adapter serving"] == "none (base model)"
+    assert metrics["Adapter serving"] == "none"
     assert any("No adapter trained yet" in i.value for i in at.info)
     assert any("thumbs up" in c.value for c in at.caption)
     daily, per_version = at.get("vega_lite_chart")

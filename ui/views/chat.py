@@ -105,7 +105,7 @@ def show_sources(turn_id: str, sources: list[dict[str, Any]]) -> None:
             where = [source.get("title") or "Untitled"]
             if source.get("page") is not None:
                 where.append(f"page {source['page']}")
-            if source.get("heading"):
+            if source.get("heading") and source["heading"] != where[0]:
                 where.append(source["heading"])
             mark = " · **cited**" if source.get("cited") else ""
             st.markdown(f"**[{source['number']}]** {' · '.join(where)}{mark}")

@@ -8,6 +8,7 @@ ready or failed, then shows the list.
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -37,7 +38,8 @@ def status_line(doc: dict[str, Any]) -> str:
     """A document's ingestion status in words."""
     status = doc["status"]
     if status == "ready":
-        return f"ready · {doc['chunks']} chunks"
+        chunks = doc["chunks"]
+        return f"ready · {chunks} {'chunk' if chunks == 1 else 'chunks'}"
     if status == "failed":
         return f"failed: {doc.get('error') or 'unknown reason'}"
     return status
@@ -108,7 +110,12 @@ show_flash()
 st.caption("The assistant answers from these. PDF, Markdown, HTML and text files.")
 
 with st.form("upload", clear_on_submit=True):
-    files = st.file_uploader("Files", type=FILE_TYPES, accept_multiple_files=True)
+    files = st.file_uploader(
+        "Files",
+        type=FILE_TYPES,
+        accept_multiple_files=True,
+        max_upload_size=max(1, math.ceil(get_settings().max_upload_mb)),
+    )
     collection = st.text_input(
         "Collection", placeholder="default", help="Group documents to search them separately."
     )

@@ -82,7 +82,11 @@ except ApiError as exc:
 adapter = serving.get("adapter")
 base, active, promoted = st.columns(3)
 base.metric("Base model", serving["base_model"])
-active.metric("Adapter serving", adapter["served_name"] if adapter else "none (base model)")
+active.metric(
+    "Adapter serving",
+    adapter["served_name"] if adapter else "none",
+    help=None if adapter else "No adapter is promoted: the base model answers every chat.",
+)
 promoted.metric("Promoted", str(adapter["promoted_at"])[:16].replace("T", " ") if adapter else "—")
 
 st.subheader("Adapter versions")

@@ -1,0 +1,126 @@
+"""The chat in a real browser: headless Chromium against ``streamlit run`` and the API.
+
+AppTest runs the scripts but not the web front end; this drives the page a person sees:
+sign in, ask, watch the answer stream in, click thumbs up, and find the rating stored.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.app.conftest import ROOT, Api, stop, wait_http
+from tests.conftest import free_port
+from tests.ui.conftest import DOC, HOME, rows, upload_ready
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture
+def ui_url(api: Api) -> Iterator[str]:
+    """``streamlit run ui/Home.py`` as ``make run`` starts it, on a free loopback port."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            str(HOME),
+            "--server.address",
+            "127.0.0.1",
+            "--server.port",
+            str(port),
+            "--server.headless",
+            "true",
+            "--browser.gatherUsageStats",
+            "false",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "FLYWHEEL_API_URL": api.url},
+    )
+    url = f"http://127.0.0.1:{port}"
+    wait_http(f"{url}/_stcore/health", proc, timeout=60)
+    yield url
+    stop(proc)
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="no Chromium at /usr/bin/chromium to drive")
+def test_chat_in_a_real_browser(
+    api: Api, ui_url: str, keys: dict[str, str], tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    key = keys["admin"]  # an admin sees every page, the Model page too
+    upload_ready(api, key, "boiling-browser.md", DOC.encode())
+    question = "How hot is boiling water on Everest?"
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1600})
+            page.goto(ui_url)
+            page.get_by_label("API key", exact=True).fill(key)
+            page.get_by_role("button", name="Sign in").click()
+
+            box = page.get_by_test_id("stChatInputTextArea")
+            expect(box).to_be_visible(timeout=30_000)
+            box.fill(question)
+            box.press("Enter")
+
+            # The streamed answer is stored, then drawn with its sources and a rating.
+            thumbs = page.get_by_test_id("stFeedback")
+            expect(thumbs).to_have_count(1, timeout=180_000)
+            turn = rows(api, "SELECT * FROM turns WHERE question = :q", q=question)[-1]
+            messages = page.get_by_test_id("stChatMessage")
+            expect(messages).to_have_count(2)
+            expect(messages.nth(0)).to_contain_text(question)
+            first_words = " ".join(turn["answer"].split()[:3])
+            expect(messages.nth(1)).to_contain_text(first_words)
+            expect(page.get_by_text("Sources (")).to_be_visible()
+
+            thumbs.get_by_test_id("stFeedbackButton").first.click()
+            expect(thumbs.get_by_test_id("stFeedbackButtonActive")).to_have_count(1)
+            deadline = time.monotonic() + 30
+            stored: list[int] = []
+            while not stored and time.monotonic() < deadline:
+                found = rows(api, "SELECT rating FROM feedback WHERE turn_id = :id", id=turn["id"])
+                stored = [r["rating"] for r in found]
+                time.sleep(0.3)
+            assert stored == [1]
+
+            page.get_by_text("Sources (").click()
+            expect(page.get_by_text("Water boils at 100 degrees Celsius").first).to_be_visible()
+            page.screenshot(path=str(tmp_path / "chat.png"))
+
+            # The other pages draw without an error; screenshots to look at.
+            for name, heading in [
+                ("Documents", "Documents"),
+                ("Memory", "Memory"),
+                ("Model", "Model"),
+            ]:
+                page.get_by_role("link", name=name).click()
+                expect(page.get_by_role("heading", name=heading, exact=True)).to_be_visible()
+                expect(page.get_by_test_id("stException")).to_have_count(0)
+                page.wait_for_timeout(1500)  # let charts and tables finish drawing
+                page.screenshot(path=str(tmp_path / f"{name.lower()}.png"))
+        finally:
+            browser.close()
+    assert (tmp_path / "chat.png").stat().st_size > 10_000
