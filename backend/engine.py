@@ -179,6 +179,7 @@ class _Row:
         self.count = 0
         self.finished = False
         self.json = _JsonTracker() if req.params.json_object else None
+        self.json_fed = 0  # how much of ``text`` the JSON tracker has seen
         self.generator: torch.Generator | None = None
         if req.params.temperature >= GREEDY_EPSILON:
             self.generator = torch.Generator(device=device)
@@ -748,10 +749,11 @@ class Engine:
             return self._finish(row, delta, "stop")
         row.text += row.detok.add(token)
         if row.json is not None:
-            end = row.json.feed(row.text[row.sent :])
+            end = row.json.feed(row.text[row.json_fed :])
             if end is not None:
-                row.text = row.text[: row.sent + end]
+                row.text = row.text[: row.json_fed + end]
                 return self._finish(row, delta, "stop")
+            row.json_fed = len(row.text)
         for stop in params.stop:
             at = row.text.find(stop, max(0, row.sent - len(stop)))
             if at != -1:

@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
     settings = get_settings().model_copy(update={"device": args.device, "dtype": args.dtype})
-    explicit = args.model is not None or "LLM_MODEL" in settings.model_fields_set
+    explicit = args.model is not None or "llm_model" in settings.model_fields_set
     model = args.model or settings.llm_model
     try:
         loaded = load_served_model(

@@ -106,44 +106,45 @@ def build_adapters(model_dir: Path, root: Path, count: int, rank: int = 16) -> l
     return paths
 
 
-def raw_generate(model_dir: Path, device: str, tokens: int, batches: list[int]) -> dict[int, float]:
-    """Tokens/s of ``model.generate`` in-process, greedy, for each batch size."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+class RawGenerate:
+    """The peer: ``model.generate`` in this process (greedy, KV cache), same model files."""
 
-    from backend.models import resolve_dtype
+    def __init__(self, model_dir: Path, device: str) -> None:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    dtype = resolve_dtype("auto", device)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(device).eval()  # type: ignore[arg-type]
-    text = tokenizer.apply_chat_template(MESSAGES, add_generation_prompt=True, tokenize=False)
-    ids = tokenizer.encode(text, add_special_tokens=False)
-    result = {}
-    with torch.inference_mode():
-        for batch in batches:
-            input_ids = torch.tensor([ids] * batch, device=device)
-            mask = torch.ones_like(input_ids)
-            kwargs = dict(
-                attention_mask=mask,
+        from backend.models import resolve_dtype
+
+        self.device = device
+        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        dtype = resolve_dtype("auto", device)
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
+        self.model = model.to(device).eval()  # type: ignore[arg-type]
+        text = self.tokenizer.apply_chat_template(
+            MESSAGES, add_generation_prompt=True, tokenize=False
+        )
+        self.ids = self.tokenizer.encode(text, add_special_tokens=False)
+
+    def seconds(self, batch: int, tokens: int) -> float:
+        """Wall time of generating ``tokens`` for ``batch`` copies of the prompt."""
+        import torch
+
+        input_ids = torch.tensor([self.ids] * batch, device=self.device)
+        with torch.inference_mode():
+            if self.device == "cuda":
+                torch.cuda.synchronize()
+            started = time.perf_counter()
+            out = self.model.generate(
+                input_ids,
+                attention_mask=torch.ones_like(input_ids),
                 max_new_tokens=tokens,
                 min_new_tokens=tokens,
                 do_sample=False,
-                pad_token_id=tokenizer.pad_token_id,
+                pad_token_id=self.tokenizer.pad_token_id,
             )
-            model.generate(input_ids, **{**kwargs, "max_new_tokens": 4, "min_new_tokens": 4})
-            runs = []
-            for _ in range(2):
-                if device == "cuda":
-                    torch.cuda.synchronize()
-                started = time.perf_counter()
-                out = model.generate(input_ids, **kwargs)
-                if device == "cuda":
-                    torch.cuda.synchronize()
-                runs.append(time.perf_counter() - started)
-                assert out.shape[1] - input_ids.shape[1] == tokens
-            result[batch] = batch * tokens / min(runs)
-    del model
-    return result
+            if self.device == "cuda":
+                torch.cuda.synchronize()
+        assert out.shape[1] - input_ids.shape[1] == tokens
+        return time.perf_counter() - started
 
 
 def start_server(
@@ -204,25 +205,43 @@ async def _stream(client: httpx.AsyncClient, model: str, tokens: int) -> tuple[i
     return count, first or 0.0, time.perf_counter() - started
 
 
-async def server_throughput(root: str, tokens: int, concurrency: list[int]) -> dict[int, float]:
-    """Aggregate tokens/s of ``c`` concurrent streams, for each ``c``."""
-    result = {}
+async def _forward_passes(client: httpx.AsyncClient) -> int:
+    for line in (await client.get("/metrics")).text.splitlines():
+        if line.startswith("flywheel_forward_passes_total "):
+            return int(float(line.split()[1]))
+    raise RuntimeError("no flywheel_forward_passes_total in /metrics")
+
+
+async def throughput(
+    root: str, raw: RawGenerate, tokens: int, concurrency: list[int], repeats: int
+) -> tuple[dict[int, float], dict[int, float], dict[int, float]]:
+    """Tokens/s of raw generate (batch c) and of the server (c concurrent streams).
+
+    The two are measured alternately, ``repeats`` times each, best run kept, so that load
+    from other processes on a shared machine hits both sides alike.
+    """
+    raw_tps, server_tps, passes = {}, {}, {}
     async with httpx.AsyncClient(base_url=root, timeout=600) as client:
-        await _stream(client, "bench", 4)  # warm-up
+        for c in concurrency:  # warm-up, every batch shape once
+            raw.seconds(c, 4)
+            await asyncio.gather(*(_stream(client, "bench", 4) for _ in range(c)))
         for c in concurrency:
-            runs = []
-            for _ in range(2):
+            raw_runs, server_runs = [], []
+            before = await _forward_passes(client)
+            for _ in range(repeats):
+                raw_runs.append(raw.seconds(c, tokens))
                 started = time.perf_counter()
                 outs = await asyncio.gather(*(_stream(client, "bench", tokens) for _ in range(c)))
-                elapsed = time.perf_counter() - started
+                server_runs.append(time.perf_counter() - started)
                 assert all(o[0] == tokens for o in outs), outs
-                runs.append(elapsed)
-            result[c] = c * tokens / min(runs)
-    return result
+            raw_tps[c] = c * tokens / min(raw_runs)
+            server_tps[c] = c * tokens / min(server_runs)
+            passes[c] = (await _forward_passes(client) - before) / (repeats * tokens)
+    return raw_tps, server_tps, passes
 
 
-async def hot_swap(root: str, adapters: list[Path]) -> list[float]:
-    """Seconds from the load call to the first token generated with the new adapter."""
+async def hot_swap(root: str, adapters: list[Path]) -> list[tuple[float, float]]:
+    """(load call → first token with the new adapter, load call alone), in seconds."""
     latencies = []
     async with httpx.AsyncClient(base_url=root, timeout=600) as client:
         for i, path in enumerate(adapters):
@@ -234,7 +253,7 @@ async def hot_swap(root: str, adapters: list[Path]) -> list[float]:
             response.raise_for_status()
             loaded = time.perf_counter() - started
             _, first, _ = await _stream(client, name, 1)
-            latencies.append(loaded + first)
+            latencies.append((loaded + first, loaded))
             await client.post("/v1/unload_lora_adapter", json={"lora_name": name})
     return latencies
 
@@ -255,13 +274,14 @@ def run_model(name: str, args: argparse.Namespace, workdir: Path) -> dict[str, A
     adapters_root = workdir / f"adapters-{name}"
     adapters = build_adapters(model_dir, adapters_root, args.swaps)
     steps.update()
-    tokens = args.tokens
-    raw = raw_generate(model_dir, args.device, tokens, args.concurrency)
+    raw_peer = RawGenerate(model_dir, args.device)
     steps.update()
     process, root = start_server(model_dir, adapters_root, workdir, args.device)
     try:
         steps.update()
-        served = asyncio.run(server_throughput(root, tokens, args.concurrency))
+        raw, served, passes = asyncio.run(
+            throughput(root, raw_peer, args.tokens, args.concurrency, args.repeats)
+        )
         steps.update()
         swaps = asyncio.run(hot_swap(root, adapters))
         steps.update()
@@ -269,7 +289,7 @@ def run_model(name: str, args: argparse.Namespace, workdir: Path) -> dict[str, A
         process.terminate()
         process.wait(timeout=30)
         steps.close()
-    return {"raw": raw, "server": served, "swaps": swaps}
+    return {"raw": raw, "server": served, "passes": passes, "swaps": swaps}
 
 
 def main() -> None:
@@ -279,26 +299,36 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=64, help="tokens generated per stream")
     parser.add_argument("--concurrency", default="1,4,8")
     parser.add_argument("--swaps", type=int, default=12, help="hot-swap trials (adapters)")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per measurement (best kept)")
     args = parser.parse_args()
     args.concurrency = [int(c) for c in args.concurrency.split(",")]
     import torch
 
     print(
-        f"device={args.device} torch threads={torch.get_num_threads()} tokens/stream={args.tokens}"
+        f"device={args.device} torch threads={torch.get_num_threads()} "
+        f"tokens/stream={args.tokens} load average={os.getloadavg()[0]:.1f} "
+        f"on {os.cpu_count()} cores"
     )
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
         for name in args.models.split(","):
             res = run_model(name, args, Path(tmp))
             print(f"\n== {name}")
-            print(f"{'streams':>8} {'raw generate tok/s':>20} {'server tok/s':>14} {'ratio':>7}")
+            print(
+                f"{'streams':>8} {'raw generate tok/s':>20} {'server tok/s':>14} {'ratio':>7}"
+                f" {'passes/step':>12}"
+            )
             for c in args.concurrency:
                 raw, srv = res["raw"][c], res["server"][c]
-                print(f"{c:>8} {raw:>20.1f} {srv:>14.1f} {srv / raw:>6.2f}x")
-            swaps = res["swaps"]
+                print(
+                    f"{c:>8} {raw:>20.1f} {srv:>14.1f} {srv / raw:>6.2f}x {res['passes'][c]:>12.2f}"
+                )
+            swaps = [t for t, _ in res["swaps"]]
+            calls = [t for _, t in res["swaps"]]
             print(
                 f"hot-swap (load rank-16 adapter -> first token), {len(swaps)} trials: "
                 f"p50 {percentile(swaps, 0.5) * 1000:.0f} ms, "
-                f"p95 {percentile(swaps, 0.95) * 1000:.0f} ms, max {max(swaps) * 1000:.0f} ms"
+                f"p95 {percentile(swaps, 0.95) * 1000:.0f} ms, max {max(swaps) * 1000:.0f} ms "
+                f"(the load call alone: p50 {percentile(calls, 0.5) * 1000:.0f} ms)"
             )
             if name != "tiny":
                 ratio = res["server"][1] / res["raw"][1]

@@ -135,6 +135,21 @@ def test_stop_and_max_completion_tokens(sdk: openai.OpenAI) -> None:
     assert cut.choices[0].message.content == text[: text.index(stop)]
 
 
+def test_streamed_stop_matches_the_non_streamed_cut(sdk: openai.OpenAI) -> None:
+    kwargs = {"model": "tiny", "messages": MESSAGES, "max_tokens": 15, "temperature": 0.0}
+    text = sdk.chat.completions.create(**kwargs, extra_body={"ignore_eos": True})  # type: ignore[call-overload]
+    full = text.choices[0].message.content or ""
+    stop = full[5:8]
+    whole = sdk.chat.completions.create(**kwargs, stop=stop)  # type: ignore[call-overload]
+    streamed = "".join(
+        c.delta.content or ""
+        for chunk in sdk.chat.completions.create(**kwargs, stop=stop, stream=True)  # type: ignore[call-overload]
+        for c in chunk.choices
+    )
+    assert streamed == whole.choices[0].message.content == full[: full.index(stop)]
+    assert stop not in streamed
+
+
 def test_json_object_best_effort(sdk: openai.OpenAI) -> None:
     out = sdk.chat.completions.create(
         model="tiny",
