@@ -167,8 +167,15 @@ class OnnxEncoder:
         options.inter_op_num_threads = 1
         # Spinning threads burn the cores other processes need on a shared machine.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self._session = ort.InferenceSession(
-            str(export / "model.int8.onnx"), options, providers=["CPUExecutionProvider"]
+        model_file = str(export / "model.int8.onnx")
+        self._session = ort.InferenceSession(model_file, options, providers=["CPUExecutionProvider"])
+        # A query is too small to split across threads: one thread answers it sooner
+        # (7 ms vs 10 ms on 2 busy cores) and leaves the other core to the rest.
+        single = ort.SessionOptions()
+        single.intra_op_num_threads = 1
+        single.inter_op_num_threads = 1
+        self._query_session = ort.InferenceSession(
+            model_file, single, providers=["CPUExecutionProvider"]
         )
         self._inputs = {i.name for i in self._session.get_inputs()}
 
@@ -183,7 +190,8 @@ class OnnxEncoder:
         feed = {"input_ids": ids, "attention_mask": mask}
         if "token_type_ids" in self._inputs:
             feed["token_type_ids"] = np.zeros_like(ids)
-        hidden = self._session.run(None, feed)[0]
+        session = self._query_session if len(texts) <= 2 else self._session
+        hidden = session.run(None, feed)[0]
         if self._pooling == "cls":
             vectors = hidden[:, 0]
         else:
@@ -304,7 +312,8 @@ def _export(source: str, out: Path) -> None:
     from sentence_transformers.models import Normalize, Pooling
 
     model = SentenceTransformer(source, device="cpu")
-    transformer = model[0].auto_model.eval()
+    transformer: Any = model[0].auto_model
+    transformer.eval()
     tokenizer = model.tokenizer
     pooling = next((m for m in model if isinstance(m, Pooling)), None)
     pooling_mode = pooling.pooling_mode if pooling is not None else "mean"
@@ -320,7 +329,10 @@ def _export(source: str, out: Path) -> None:
             self.inner = inner
 
         def forward(
-            self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor
+            self,
+            input_ids: torch.Tensor,
+            attention_mask: torch.Tensor,
+            token_type_ids: torch.Tensor,
         ) -> torch.Tensor:
             return self.inner(
                 input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids

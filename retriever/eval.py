@@ -140,9 +140,13 @@ def open_index(
     chunks = 0
     from tqdm import tqdm
 
-    with tqdm(total=len(docs), desc=f"indexing {data.name}", unit="doc", disable=not progress) as bar:
+    with tqdm(
+        total=len(docs), desc=f"indexing {data.name}", unit="doc", disable=not progress
+    ) as bar:
         for i in range(0, len(docs), 512):
-            results = retriever.ingest_documents(docs[i : i + 512], owner="beir", collection=data.name)
+            results = retriever.ingest_documents(
+                docs[i : i + 512], owner="beir", collection=data.name
+            )
             chunks += sum(r.chunks for r in results)
             bar.update(len(results))
     seconds = time.perf_counter() - start
@@ -170,7 +174,9 @@ def doc_run(results: Sequence[Any], depth: int = DOC_DEPTH) -> dict[str, float]:
     return run
 
 
-def evaluate(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]]) -> dict[str, float]:
+def evaluate(
+    qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]]
+) -> dict[str, float]:
     """nDCG@10, recall@100 and MRR@10 of ``run`` (ranx); queries with no hit score 0."""
     from ranx import Qrels, Run
     from ranx import evaluate as ranx_evaluate
@@ -248,6 +254,12 @@ class _Doc:
     document_id: str
 
 
+def _say(line: str) -> None:
+    """CLI output (the report is the product of this command, not a log line)."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point."""
     parser = argparse.ArgumentParser(prog="python -m retriever.eval", description=__doc__)
@@ -270,22 +282,25 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.tune:
             rows = _tune(retriever, data, progress)
-            print(f"{'fusion':8} {'dense_w':>8} {'tune nDCG@10':>13} {'check nDCG@10':>14}")
+            _say(f"{'fusion':8} {'dense_w':>8} {'tune nDCG@10':>13} {'check nDCG@10':>14}")
             for row in rows:
-                print(
+                _say(
                     f"{row['fusion']:8} {row['dense_weight']:8.2f} "
                     f"{row['tune ndcg@10']:13.4f} {row['check ndcg@10']:14.4f}"
                 )
             best = max(rows, key=lambda r: r["tune ndcg@10"])
-            print(f"best on the tune fold: FUSION={best['fusion']} HYBRID_DENSE_WEIGHT={best['dense_weight']}")
+            _say(
+                f"best on the tune fold: FUSION={best['fusion']} "
+                f"HYBRID_DENSE_WEIGHT={best['dense_weight']}"
+            )
             if args.json:
-                print(json.dumps({"tuning": rows, "best": best}))
+                _say(json.dumps({"tuning": rows, "best": best}))
             return 0
         ids = fold_ids(list(data.queries), cast(Fold, args.fold))
         if args.max_queries:
             ids = ids[: args.max_queries]
         if not ids:
-            print(f"no queries of split {args.split!r} in {args.beir}", file=sys.stderr)
+            logger.error("no queries of split %r in %s", args.split, args.beir)
             return 1
         mode = args.mode
 
@@ -304,14 +319,14 @@ def main(argv: list[str] | None = None) -> int:
             "queries": len(ids),
         }
         cached = " (cached index; measured when it was built)" if meta.get("cached") else ""
-        print(f"{data.name} split={args.split} fold={args.fold} mode={mode} queries={len(ids)}")
-        print(f"  docs={meta['docs']} chunks={meta['chunks']} encoder={meta['encoder']}")
+        _say(f"{data.name} split={args.split} fold={args.fold} mode={mode} queries={len(ids)}")
+        _say(f"  docs={meta['docs']} chunks={meta['chunks']} encoder={meta['encoder']}")
         for metric in METRICS:
-            print(f"  {metric:11} {scores[metric]:.4f}")
-        print(f"  latency     p50 {report['p50_ms']:.1f} ms, p95 {report['p95_ms']:.1f} ms")
-        print(f"  indexing    {meta['index_docs_per_s']:.1f} docs/s{cached}")
+            _say(f"  {metric:11} {scores[metric]:.4f}")
+        _say(f"  latency     p50 {report['p50_ms']:.1f} ms, p95 {report['p95_ms']:.1f} ms")
+        _say(f"  indexing    {meta['index_docs_per_s']:.1f} docs/s{cached}")
         if args.json:
-            print(json.dumps(report))
+            _say(json.dumps(report))
         return 0
     finally:
         retriever.client.close()

@@ -111,12 +111,17 @@ class _Snapshot:
         order = np.lexsort((candidates, -picked))
         return [(int(candidates[i]), float(picked[i])) for i in order]
 
-    def search_dense(self, query: np.ndarray, allowed: np.ndarray, limit: int) -> list[tuple[int, float]]:
+    def search_dense(
+        self, query: np.ndarray, allowed: np.ndarray, limit: int
+    ) -> list[tuple[int, float]]:
         """Cosine similarity (vectors are normalised) of the allowed points, best first."""
         if not len(self.ids):
             return []
         norm = float(np.linalg.norm(query)) or 1.0
-        return self._top(self.dense @ (query / norm), allowed, limit)
+        # einsum, not ``@``: a BLAS matrix-vector product spreads over every core and, on a
+        # busy machine, waits for them (12 ms vs 0.8 ms at 9k x 384 on 2 shared cores).
+        scores = np.einsum("ij,j->i", self.dense, (query / norm).astype(np.float32))
+        return self._top(scores, allowed, limit)
 
     def search_sparse(
         self, name: str, query: Sparse, allowed: np.ndarray, limit: int
@@ -125,7 +130,11 @@ class _Snapshot:
         index = self.sparse.get(name)
         if index is None:
             return []
-        pairs = [(index.columns[t], v) for t, v in zip(query.indices, query.values) if t in index.columns]
+        pairs = [
+            (index.columns[t], v)
+            for t, v in zip(query.indices, query.values, strict=True)
+            if t in index.columns
+        ]
         if not pairs:
             return []
         cols = np.array([c for c, _ in pairs])
@@ -145,6 +154,7 @@ class LocalIndex:
         self._dim = dim
         self._points: dict[str, StoredPoint] = {}
         self._documents: dict[tuple[str, str], dict[str, Any]] = {}
+        self._by_document: dict[tuple[str, str], set[str]] = {}
         self._snapshot: _Snapshot | None = None
         self._lock = threading.Lock()
 
@@ -163,9 +173,7 @@ class LocalIndex:
                 for key, value in vectors.items()
                 if isinstance(value, models.SparseVector)
             }
-            index._points[str(record.id)] = StoredPoint(
-                str(record.id), dense, sparse, dict(record.payload or {})
-            )
+            index._put(StoredPoint(str(record.id), dense, sparse, dict(record.payload or {})))
         return index
 
     def __len__(self) -> int:
@@ -181,11 +189,12 @@ class LocalIndex:
 
     def point_ids(self, owner: str, document_id: str) -> list[str]:
         """Ids of every stored chunk of a document, whatever its version."""
-        return [
-            p.id
-            for p in self._points.values()
-            if p.payload["owner"] == owner and p.payload["document_id"] == document_id
-        ]
+        return sorted(self._by_document.get((owner, document_id), ()))
+
+    def _put(self, point: StoredPoint) -> None:
+        self._points[point.id] = point
+        key = (point.payload["owner"], point.payload["document_id"])
+        self._by_document.setdefault(key, set()).add(point.id)
 
     def point_hash(self, point_id: str) -> str:
         """The content hash (document version) a stored chunk belongs to."""
@@ -195,14 +204,17 @@ class LocalIndex:
         """Record points just upserted to Qdrant."""
         with self._lock:
             for point in points:
-                self._points[point.id] = point
+                self._put(point)
             self._snapshot = None
 
     def remove(self, ids: Iterable[str]) -> None:
         """Forget points just deleted from Qdrant."""
         with self._lock:
             for point_id in ids:
-                self._points.pop(point_id, None)
+                point = self._points.pop(point_id, None)
+                if point is not None:
+                    key = (point.payload["owner"], point.payload["document_id"])
+                    self._by_document.get(key, set()).discard(point_id)
             self._snapshot = None
 
     def set_document(self, owner: str, document_id: str, payload: dict[str, Any] | None) -> None:

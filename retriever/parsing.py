@@ -76,8 +76,8 @@ def parse_bytes(data: bytes, filename: str, max_bytes: int) -> ParsedDocument:
     if kind is None:
         supported = ", ".join(sorted(SUFFIXES))
         raise UnsupportedFileType(
-            filename, f"unsupported file type {Path(filename).suffix or '(none)'!r}; "
-            f"supported: {supported}"
+            filename,
+            f"unsupported file type {Path(filename).suffix or '(none)'!r}; supported: {supported}",
         )
     if len(data) > max_bytes:
         raise _too_large(filename, len(data), max_bytes)
@@ -137,7 +137,9 @@ def _parse_pdf(data: bytes, filename: str) -> ParsedDocument:
     doc = ParsedDocument(title, filename)
     for number, page in enumerate(pages, start=1):
         meta = page.get("metadata", {})
-        doc.sections.append(Section(str(page.get("text", "")), int(meta.get("page_number", number))))
+        doc.sections.append(
+            Section(str(page.get("text", "")), int(meta.get("page_number", number)))
+        )
     if not title:
         doc.title = next(
             (t for s in doc.sections if (t := _markdown_title(s.text))), Path(filename).stem

@@ -143,7 +143,9 @@ class Retriever:
         self._mirror = (
             LocalIndex.load(client, self.collection_name, self.encoder.dim) if self._local else None
         )
-        self._chunker = Chunker(settings.chunk_size, settings.chunk_overlap, self.encoder.count_tokens)
+        self._chunker = Chunker(
+            settings.chunk_size, settings.chunk_overlap, self.encoder.count_tokens
+        )
         self._signature = (
             f"{INDEX_VERSION}|{self.encoder.name}|{settings.chunk_size}|{settings.chunk_overlap}"
         )
@@ -209,7 +211,9 @@ class Retriever:
         """
         with self._lock:
             results: list[IngestResult] = []
-            todo: list[tuple[int, ParsedDocument, str, str, list[Chunk], dict[str, Any] | None]] = []
+            todo: list[
+                tuple[int, ParsedDocument, str, str, list[Chunk], dict[str, Any] | None]
+            ] = []
             for parsed, given_id in documents:
                 doc_id = given_id or default_document_id(collection, parsed.source)
                 digest = self._content_hash(parsed, collection)
@@ -217,8 +221,13 @@ class Retriever:
                 if existing is not None and existing["content_hash"] == digest:
                     results.append(
                         IngestResult(
-                            doc_id, parsed.title, int(existing["chunks"]), "unchanged", digest,
-                            parsed.source, collection,
+                            doc_id,
+                            parsed.title,
+                            int(existing["chunks"]),
+                            "unchanged",
+                            digest,
+                            parsed.source,
+                            collection,
                         )
                     )
                     continue
@@ -316,16 +325,18 @@ class Retriever:
                 self._mirror.add(points)
             # The switch: from here each document of the group is its new version.
             self.client.upsert(documents_collection(self.collection_name), registry, wait=True)
-            new_ids = [p.id for p in points]
+            new_ids: list[models.ExtendedPointId] = [p.id for p in points]
             if not self._local:
                 self.client.set_payload(
                     self.collection_name, {"live": True}, points=new_ids, wait=True
                 )
             for record in registry:
-                payload = dict(record.payload or {})
+                doc_payload: dict[str, Any] = dict(record.payload or {})
+                doc_id = str(doc_payload["document_id"])
+                digest = str(doc_payload["content_hash"])
                 if self._mirror is not None:
-                    self._mirror.set_document(owner, payload["document_id"], payload)
-                self._retire(owner, payload["document_id"], payload["content_hash"])
+                    self._mirror.set_document(owner, doc_id, doc_payload)
+                self._retire(owner, doc_id, digest)
             bar.update(len(group))
         bar.close()
 
@@ -379,9 +390,13 @@ class Retriever:
                 # Registry first: the whole document disappears in that one write.
                 self.client.delete(registry, registry_id, wait=True)
                 self._mirror.set_document(owner, document_id, None)
-                visible = [i for i in ids if existing and self._point_hash(i) == existing["content_hash"]]
+                visible = [
+                    i for i in ids if existing and self._point_hash(i) == existing["content_hash"]
+                ]
                 if ids:
-                    self.client.delete(self.collection_name, models.PointIdsList(points=ids), wait=True)
+                    self.client.delete(
+                        self.collection_name, models.PointIdsList(points=ids), wait=True
+                    )
                     self._mirror.remove(ids)
                 return len(visible)
             if existing is None:
@@ -394,7 +409,9 @@ class Retriever:
                 ),
                 exact=True,
             ).count
-            self.client.delete(self.collection_name, models.FilterSelector(filter=selector), wait=True)
+            self.client.delete(
+                self.collection_name, models.FilterSelector(filter=selector), wait=True
+            )
             self.client.delete(registry, registry_id, wait=True)
             return int(count)
 
@@ -490,8 +507,9 @@ class Retriever:
             for hit in lists[name]:
                 by_id.setdefault(hit.id, hit)
                 per_list.setdefault(hit.id, {})[name] = hit.score
+        keep = max(k, self.settings.rerank_candidates) if rerank else k
         results = [
-            self._result(_Hit(i, s, by_id[i].payload), per_list[i]) for i, s in fused
+            self._result(_Hit(i, s, by_id[i].payload), per_list[i]) for i, s in fused[:keep]
         ]
         if rerank:
             if self.settings.reranker_model:
@@ -551,7 +569,9 @@ class Retriever:
         responses = self.client.query_batch_points(self.collection_name, batch) if batch else []
         out = {name: [] for name in requests}
         for name, response in zip(names, responses, strict=True):
-            out[name] = [_Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in response.points]
+            out[name] = [
+                _Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in response.points
+            ]
         return out
 
     @staticmethod

@@ -21,7 +21,9 @@ DOCS = {
 }
 
 
-def test_hybrid_rerank_uses_the_cross_encoder(make_retriever: Any, tiny_reranker_model: Path) -> None:
+def test_hybrid_rerank_uses_the_cross_encoder(
+    make_retriever: Any, tiny_reranker_model: Path
+) -> None:
     retriever = make_retriever(RERANKER_MODEL=str(tiny_reranker_model), RERANK_CANDIDATES=3)
     for title, text in DOCS.items():
         retriever.ingest_text(text, title=title, owner="alice")

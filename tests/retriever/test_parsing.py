@@ -91,7 +91,12 @@ def test_html_drops_scripts_and_navigation() -> None:
 @pytest.mark.parametrize(
     ("name", "data", "error", "reason"),
     [
-        ("broken.pdf", b"%PDF-1.7\n this is not really a pdf", UnparseableFile, "not a readable PDF"),
+        (
+            "broken.pdf",
+            b"%PDF-1.7\n this is not really a pdf",
+            UnparseableFile,
+            "not a readable PDF",
+        ),
         ("empty.md", b"   \n", UnparseableFile, "empty"),
         ("image.png", b"\x89PNG\r\n", UnsupportedFileType, "unsupported file type '.png'"),
         ("latin1.txt", "caf\xe9".encode("latin-1"), UnparseableFile, "not UTF-8"),

@@ -28,7 +28,10 @@ def ndcg_by_mode(retriever: Any, queries: dict, qrels: dict) -> dict[str, float]
 def test_hybrid_beats_each_single_signal(retriever: Any, scifact_small: tuple) -> None:
     docs, queries, qrels = scifact_small
     retriever.ingest_documents(
-        [(ParsedDocument(d["title"], d["_id"], [Section(d["text"], None, False)]), d["_id"]) for d in docs],
+        [
+            (ParsedDocument(d["title"], d["_id"], [Section(d["text"], None, False)]), d["_id"])
+            for d in docs
+        ],
         owner="beir",
         collection="scifact",
     )
@@ -53,7 +56,14 @@ def test_eval_cli_prints_a_json_line_and_reuses_its_index(
     out = capsys.readouterr().out.strip().splitlines()
     report = json.loads(out[-1])
     assert set(report) == {
-        "ndcg@10", "recall@100", "mrr@10", "p50_ms", "p95_ms", "index_docs_per_s", "mode", "queries"
+        "ndcg@10",
+        "recall@100",
+        "mrr@10",
+        "p50_ms",
+        "p95_ms",
+        "index_docs_per_s",
+        "mode",
+        "queries",
     }
     assert report["mode"] == "hybrid" and report["queries"] == 20
     assert 0.4 < report["ndcg@10"] <= 1 and report["recall@100"] >= report["ndcg@10"] * 0.9
