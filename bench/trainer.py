@@ -385,7 +385,7 @@ def gpu_real_shape(steps: int, tiny_model: str) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--steps", type=int, default=8)
+    p.add_argument("--steps", type=int, default=10)
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--skip-e2e", action="store_true")
     p.add_argument("--worker", choices=["ours", "plain"])

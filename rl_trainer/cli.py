@@ -9,11 +9,13 @@ overrides one recipe field for this invocation.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import yaml
 
@@ -38,8 +40,12 @@ def _recipe(args: argparse.Namespace) -> Recipe:
     return load_recipe(args.recipe, algo=getattr(args, "algo", None), **_overrides(args.set))
 
 
-def _write(text: str) -> None:
-    sys.stdout.write(text.rstrip("\n") + "\n")
+def _writer(stream: TextIO) -> Callable[[str], None]:
+    def write(text: str) -> None:
+        stream.write(text.rstrip("\n") + "\n")
+        stream.flush()
+
+    return write
 
 
 def parser() -> argparse.ArgumentParser:
@@ -88,7 +94,7 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def dispatch(args: argparse.Namespace) -> int:
+def dispatch(args: argparse.Namespace, write: Callable[[str], None]) -> int:
     """Run one command; returns the exit status."""
     from rl_trainer import pipeline
     from rl_trainer import publish as pub
@@ -97,12 +103,12 @@ def dispatch(args: argparse.Namespace) -> int:
     with pipeline.Workspace.open() as ws:
         if args.command == "judge":
             stats = pipeline.judge_step(ws, _recipe(args), args.limit)
-            _write(json.dumps(vars(stats)))
+            write(json.dumps(vars(stats)))
         elif args.command == "build-data":
             recipe = _recipe(args)
             out = args.out or ws.new_run_dir(recipe.algo) / "data"
             snapshot = pipeline.build_data_step(ws, recipe, out)
-            _write(json.dumps({"path": str(snapshot.path), **snapshot.counts}))
+            write(json.dumps({"path": str(snapshot.path), **snapshot.counts}))
         elif args.command == "train":
             recipe = _recipe(args)
             run_dir = args.out or ws.new_run_dir(recipe.algo)
@@ -112,41 +118,41 @@ def dispatch(args: argparse.Namespace) -> int:
                 else pipeline.build_data_step(ws, recipe, run_dir / "data")
             )
             result = pipeline.train_step(ws, recipe, snapshot, run_dir)
-            _write(json.dumps({"adapter": str(result.adapter_dir), "data": str(snapshot.path)}))
+            write(json.dumps({"adapter": str(result.adapter_dir), "data": str(snapshot.path)}))
         elif args.command == "publish":
             recipe = _recipe(args)
             given = read_snapshot(args.data) if args.data else None
             row = pipeline.publish_step(ws, recipe, args.adapter, snapshot=given)
-            _write(row.served_name)
+            write(row.served_name)
         elif args.command == "gate":
             row = pub.get_version(ws.db, ws.name, args.candidate)
             verdict = pipeline.gate_step(ws, _recipe(args), row)
-            _write(json.dumps(verdict.to_dict(), indent=2))
+            write(json.dumps(verdict.to_dict(), indent=2))
             return 0 if verdict.passed else 2
         elif args.command == "promote":
             row = pub.get_version(ws.db, ws.name, args.version)
             pub.promote(ws.db, ws.client, row)
-            _write(f"serving {row.served_name}")
+            write(f"serving {row.served_name}")
         elif args.command == "rollback":
             previous = pub.rollback(ws.db, ws.client, ws.name)
-            _write(f"serving {previous.served_name if previous else 'the base model'}")
+            write(f"serving {previous.served_name if previous else 'the base model'}")
         elif args.command == "run":
             report = pipeline.run(ws, _recipe(args), skip_judge=args.skip_judge)
-            _write(report.text())
+            write(report.text())
         elif args.command == "status":
             state = pipeline.status(ws)
             if args.json:
-                _write(json.dumps(state, indent=2))
+                write(json.dumps(state, indent=2))
             else:
-                _write(f"active: {state['active'] or 'none (base model)'}")
+                write(f"active: {state['active'] or 'none (base model)'}")
                 for v in state["versions"]:
-                    _write(
+                    write(
                         f"{v['served_name']:<24} {v['status']:<10} algo={v['algo']} "
                         f"win_rate={v['gate_win_rate']} train_turns={v['train_turns']} "
                         f"loaded={v['loaded']}"
                     )
                 if state["server_error"]:
-                    _write(f"model server: {state['server_error']}")
+                    write(f"model server: {state['server_error']}")
     return 0
 
 
@@ -156,8 +162,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s", stream=sys.stderr
     )
+    # The result goes to stdout; anything else printed while working (transformers echoes
+    # training logs to stdout) goes to stderr, so scripts reading the output get the result.
+    write = _writer(sys.stdout)
     try:
-        return dispatch(args)
+        with contextlib.redirect_stdout(sys.stderr):
+            return dispatch(args, write)
     except (PublishError, ValueError, FileNotFoundError, ModelServerError) as exc:
         logger.error("%s: %s", args.command, exc)
         return 1

@@ -23,6 +23,7 @@ from app.store.adapters import active_adapter, list_adapters
 from app.store.db import Database, open_database
 from app.store.models import AdapterStatus, AdapterVersion
 from backend.client import ModelClient
+from backend.errors import ModelServerError
 from backend.settings import BackendSettings
 from backend.settings import get_settings as backend_settings
 from rl_trainer import publish as pub
@@ -149,11 +150,23 @@ def build_data_step(ws: Workspace, recipe: Recipe, out: Path) -> Snapshot:
                 f"dataset {dataset} not found; set DATASETS_DIR or give an absolute dataset_path"
             )
     sampler = None
-    judge = ws.judge(recipe)
-    if recipe.algo == "dpo" and recipe.fresh_pairs:
+    try:
+        judge: Judge | None = ws.judge(recipe)
+    except ModelServerError as exc:
+        if recipe.fresh_pairs:
+            raise
+        # Naming the default judge needs the server; without it, any judge's scores count.
+        logger.warning("judge model unknown (%s); using judgments of every judge", exc)
+        judge = None
+    if recipe.algo == "dpo" and recipe.fresh_pairs and judge is not None:
         sampler = (ws.client, ws.serving(), judge)
     return build_data(
-        ws.db, recipe, out, judge_model=judge.model, dataset_path=dataset, sampler=sampler
+        ws.db,
+        recipe,
+        out,
+        judge_model=judge.model if judge is not None else None,
+        dataset_path=dataset,
+        sampler=sampler,
     )
 
 

@@ -256,7 +256,7 @@ def train(
         writer.close()
     adapter_dir = run_dir / "adapter"
     trainer.save_model(str(adapter_dir))  # the peft adapter only; main process under DDP
-    history = [h for h in trainer.state.log_history if "loss" in h or "train_loss" in h]
-    metrics = {**(history[-1] if history else {}), **output.metrics}
+    steps = [h for h in trainer.state.log_history if "loss" in h]
+    metrics = {**(steps[-1] if steps else {}), **output.metrics}  # last step's, then totals
     metrics["mean_step_s"] = sum(step_times) / len(step_times) if step_times else None
     return TrainResult(adapter_dir, base_model, metrics, step_times, trainer.model)
