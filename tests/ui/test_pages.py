@@ -99,7 +99,7 @@ def test_chat_streams_an_answer_with_sources_and_stores_thumbs_up(
     user_msg, answer_msg = at.chat_message[-2], at.chat_message[-1]
     assert user_msg.name == "user" and user_msg.markdown[0].value == question
     assert answer_msg.name == "assistant"
-    assert answer_msg.markdown[0].value == turn["answer"]
+    assert answer_msg.markdown[0].value == turn["answer"].strip()
     assert turn["answer"].strip()
 
     sources = answer_msg.expander[0]
@@ -122,7 +122,27 @@ def test_chat_streams_an_answer_with_sources_and_stores_thumbs_up(
     opened = [b for b in at.sidebar.button if b.key == f"open-{turn['thread_id']}"]
     assert opened, "the thread is listed in the sidebar"
     opened[0].click().run()
-    assert at.chat_message[-1].feedback[0].value == 1
+    answer_msg = at.chat_message[-1]
+    assert answer_msg.feedback[0].value == 1
+
+    # A comment and a better answer, through the form under the answer.
+    at.text_area(key=f"note-{turn['id']}").input("Too vague")
+    at.text_area(key=f"better-{turn['id']}").input("100 °C at sea level [1].")
+    at.radio(key=f"verdict-{turn['id']}").set_value("Bad answer")
+    next(b for b in at.button if b.label == "Send").click().run()
+    assert not at.exception, at.exception
+    stored = rows(ui_env, "SELECT * FROM feedback WHERE turn_id = :id", id=turn["id"])
+    assert [(r["rating"], r["comment"], r["corrected_answer"]) for r in stored] == [
+        (-1, "Too vague", "100 °C at sea level [1].")
+    ]
+
+    # Deleting the thread from the sidebar deletes it in the API.
+    at.button(key=f"delete-{turn['thread_id']}").click().run()
+    assert not at.exception, at.exception
+    gone = httpx.get(f"{ui_env.url}/threads/{turn['thread_id']}", headers=auth(keys["user"]))
+    assert gone.status_code == 404
+    assert [s.value for s in at.subheader] == ["New chat"]
+    assert not [b for b in at.sidebar.button if b.key == f"open-{turn['thread_id']}"]
 
 
 def test_upload_documents_and_see_them_ready(ui_env: Api, keys: dict[str, str]) -> None:
@@ -159,36 +179,51 @@ def test_upload_documents_and_see_them_ready(ui_env: Api, keys: dict[str, str]) 
     assert "tea.txt" not in texts(at)
 
 
-def wait_memories(api: Api, key: str, timeout: float = 180) -> list[dict[str, Any]]:
+def wait_memories(api: Api, key: str, count: int, timeout: float = 180) -> list[dict[str, Any]]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         found: list[dict[str, Any]] = httpx.get(f"{api.url}/memories", headers=auth(key)).json()
-        if found:
+        if len(found) >= count:
             return found
         time.sleep(1)
-    raise TimeoutError(f"no memory was stored within {timeout} s")
+    raise TimeoutError(f"{count} memories were not stored within {timeout} s")
 
 
-def test_delete_a_memory(ui_env: Api, keys: dict[str, str]) -> None:
+def test_delete_a_memory_then_forget_everything(ui_env: Api, keys: dict[str, str]) -> None:
     key = keys["admin"]
     response = httpx.post(
         f"{ui_env.url}/chat",
         headers=auth(key),
-        json={"message": "I am allergic to peanuts. What should I cook?", "stream": False},
+        json={"message": "I am allergic to peanuts. I live in Lisbon.", "stream": False},
         timeout=180,
     )
     assert response.status_code == 200, response.text
-    memories = wait_memories(ui_env, key)
-    assert any("allergic to peanuts" in m["text"] for m in memories), memories
+    memories = wait_memories(ui_env, key, 2)
+    assert sorted(m["text"] for m in memories) == [
+        "I am allergic to peanuts.",
+        "I live in Lisbon.",
+    ]
 
     at = signed_in(key, "views/memory.py")
-    assert "I am allergic to peanuts." in [m.value for m in at.markdown]
-    target = next(m for m in memories if "allergic to peanuts" in m["text"])
+    shown = [m.value for m in at.markdown]
+    assert "I am allergic to peanuts." in shown and "I live in Lisbon." in shown
+    target = next(m for m in memories if "peanuts" in m["text"])
     at.button(key=f"forget-{target['id']}").click().run()
     assert not at.exception, at.exception
     left = httpx.get(f"{ui_env.url}/memories", headers=auth(key)).json()
-    assert target["id"] not in {m["id"] for m in left}
+    assert [m["text"] for m in left] == ["I live in Lisbon."]
     assert "I am allergic to peanuts." not in [m.value for m in at.markdown]
+
+    # "Forget everything" asks first, then empties the memory.
+    next(b for b in at.button if b.label == "Forget everything").click().run()
+    next(b for b in at.button if b.label == "Cancel").click().run()
+    assert not [b for b in at.button if b.label == "Yes, forget everything"]
+    next(b for b in at.button if b.label == "Forget everything").click().run()
+    assert httpx.get(f"{ui_env.url}/memories", headers=auth(key)).json(), "not before yes"
+    next(b for b in at.button if b.label == "Yes, forget everything").click().run()
+    assert not at.exception, at.exception
+    assert httpx.get(f"{ui_env.url}/memories", headers=auth(key)).json() == []
+    assert any("Nothing remembered yet" in i.value for i in at.info)
 
 
 def test_model_page_for_admins_only(ui_env: Api, keys: dict[str, str]) -> None:

@@ -13,6 +13,9 @@ import streamlit as st
 from ui.api_client import ApiClient, ApiError
 from ui.common import client, flash, health, show_flash
 
+# Set while the "forget everything" dialog is open, so it survives a rerun of the page.
+CONFIRM = "confirm_forget_all"
+
 
 def forget(api: ApiClient, memory: dict[str, Any]) -> None:
     """Forget one memory."""
@@ -24,20 +27,30 @@ def forget(api: ApiClient, memory: dict[str, Any]) -> None:
         flash(f"Forgotten: {memory['text']}")
 
 
-@st.dialog("Forget everything?")
+def close_confirmation() -> None:
+    """Stop asking (the dialog was dismissed or answered)."""
+    st.session_state.pop(CONFIRM, None)
+
+
+@st.dialog("Forget everything?", on_dismiss=close_confirmation)
 def confirm_forget_all(api: ApiClient, count: int) -> None:
     """Ask before deleting every memory."""
     st.write(
         f"The assistant will forget all {count} things it remembers about you. "
         "This cannot be undone."
     )
-    if st.button("Yes, forget everything", type="primary"):
+    yes, no = st.columns(2)
+    if no.button("Cancel", width="stretch"):
+        close_confirmation()
+        st.rerun()
+    if yes.button("Yes, forget everything", type="primary", width="stretch"):
+        close_confirmation()
         try:
             deleted = api.forget_all()
         except ApiError as exc:
-            st.error(exc.message)
-            return
-        flash(f"Forgot {deleted} memories.")
+            flash(exc.message, "error")
+        else:
+            flash(f"Forgot {deleted} memories.")
         st.rerun()
 
 
@@ -78,4 +91,6 @@ else:
         )
     st.divider()
     if st.button("Forget everything", icon=":material/delete_forever:"):
+        st.session_state[CONFIRM] = True
+    if st.session_state.get(CONFIRM):
         confirm_forget_all(api, len(memories))
