@@ -249,12 +249,12 @@ class ChatStream:
 class AsyncChatStream(ChatStream):
     """``async for delta in stream`` yields text pieces as the server produces them."""
 
-    def __init__(self, opened: Awaitable[Any]) -> None:
+    def __init__(self, opened: Callable[[], Awaitable[Any]]) -> None:
         super().__init__()
         self._opened = opened
 
     async def __aiter__(self) -> AsyncIterator[str]:
-        stream = await self._opened
+        stream = await self._opened()
         try:
             async for chunk in stream:
                 delta = self._absorb(chunk)
@@ -351,7 +351,9 @@ class AsyncModelClient(_ClientCore):
         """Stream one completion: ``async for delta in stream``; then ``stream.usage``."""
         kwargs = self._chat_kwargs(messages, model=model, **kw)
         kwargs.update(stream=True, stream_options={"include_usage": True})
-        return AsyncChatStream(self._call(lambda: self.openai.chat.completions.create(**kwargs)))
+        return AsyncChatStream(
+            lambda: self._call(lambda: self.openai.chat.completions.create(**kwargs))
+        )
 
     async def list_models(self) -> list[ModelInfo]:
         """The base model and the loaded adapters."""

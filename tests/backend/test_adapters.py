@@ -141,7 +141,7 @@ async def _stream(client: httpx.AsyncClient, model: str, started: asyncio.Event)
     body = {
         "model": model,
         "messages": MESSAGES,
-        "max_tokens": 80,
+        "max_tokens": 48,
         "temperature": 0,
         "ignore_eos": True,
         "stream": True,
@@ -169,7 +169,7 @@ def test_isolation_under_concurrent_streams_and_reload(
     path_b = adapter_factory("iso-b", seed=13)
     assert load(server, "iso-a", path_a).status_code == 200
     assert load(server, "iso-b", path_b).status_code == 200
-    solo = {m: chat(server, m, max_tokens=80) for m in ("tiny", "iso-a", "iso-b")}
+    solo = {m: chat(server, m, max_tokens=48) for m in ("tiny", "iso-a", "iso-b")}
     assert len(set(solo.values())) == 3
 
     async def scenario() -> tuple[dict[str, str], int]:
@@ -200,10 +200,10 @@ def test_isolation_under_concurrent_streams_and_reload(
     for key, text in results.items():
         assert text == solo[key.split("#")[0]], key
     # new requests on the reloaded name get the new weights
-    a2 = chat(server, "iso-a", max_tokens=80)
+    a2 = chat(server, "iso-a", max_tokens=48)
     assert a2 != solo["iso-a"]
     assert load(server, "iso-a2-check", path_a2).status_code == 200
-    assert chat(server, "iso-a2-check", max_tokens=80) == a2
+    assert chat(server, "iso-a2-check", max_tokens=48) == a2
 
 
 def test_unload_mid_stream_finishes_on_the_old_weights(
@@ -211,7 +211,7 @@ def test_unload_mid_stream_finishes_on_the_old_weights(
 ) -> None:
     path = adapter_factory("mid", seed=21)
     assert load(server, "mid", path).status_code == 200
-    expected = chat(server, "mid", max_tokens=80)
+    expected = chat(server, "mid", max_tokens=48)
 
     async def scenario() -> str:
         async with httpx.AsyncClient(base_url=server.base_url, timeout=120) as client:
