@@ -16,7 +16,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class AppSettings(BaseSettings):
     """How the API is served and where it keeps its state."""
 
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+    # Empty values mean "the default", as .env.example says.
+    model_config = SettingsConfigDict(
+        env_file=".env", extra="ignore", populate_by_name=True, env_ignore_empty=True
+    )
 
     data_dir: Path = Field(Path("data"), alias="DATA_DIR", description="Local state root.")
     database_url: str | None = Field(

@@ -24,7 +24,10 @@ TINY_MODEL = "tiny"
 class BackendSettings(BaseSettings):
     """How the model server is run and reached."""
 
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+    # Empty values mean "the default", as .env.example says.
+    model_config = SettingsConfigDict(
+        env_file=".env", extra="ignore", populate_by_name=True, env_ignore_empty=True
+    )
 
     data_dir: Path = Field(Path("data"), alias="DATA_DIR", description="Local state root.")
     llm_model: str = Field(

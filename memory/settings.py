@@ -23,7 +23,10 @@ MINILM_DIMS = 384
 class MemorySettings(BaseSettings):
     """Where memories live and which models extract and embed them."""
 
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+    # Empty values mean "the default", as .env.example says.
+    model_config = SettingsConfigDict(
+        env_file=".env", extra="ignore", populate_by_name=True, env_ignore_empty=True
+    )
 
     data_dir: Path = Field(Path("data"), alias="DATA_DIR", description="Local state root.")
     enabled: bool = Field(

@@ -18,7 +18,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class TrainerSettings(BaseSettings):
     """Where the trainer reads turns, writes runs and finds its judge."""
 
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+    # Empty values mean "the default", as .env.example says.
+    model_config = SettingsConfigDict(
+        env_file=".env", extra="ignore", populate_by_name=True, env_ignore_empty=True
+    )
 
     data_dir: Path = Field(Path("data"), alias="DATA_DIR", description="Local state root.")
     database_url: str | None = Field(

@@ -17,7 +17,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class UiSettings(BaseSettings):
     """How the UI reaches the API."""
 
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+    # Empty values mean "the default", as .env.example says.
+    model_config = SettingsConfigDict(
+        env_file=".env", extra="ignore", populate_by_name=True, env_ignore_empty=True
+    )
 
     api_url_override: str = Field(
         "", alias="FLYWHEEL_API_URL", description="Base URL of the API; empty = API_HOST:API_PORT."
