@@ -60,6 +60,23 @@ def test_good_key_signs_in_to_the_chat(ui_env: Api, keys: dict[str, str]) -> Non
     assert "Signed in" in texts(at)
 
 
+def test_key_prefilled_from_settings(
+    ui_env: Api, keys: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ui.settings import get_settings
+
+    monkeypatch.setenv("FLYWHEEL_API_KEY", keys["user"])
+    get_settings.cache_clear()
+    try:
+        at = app().run()
+        assert at.text_input[0].value == keys["user"]
+        at.button[0].click().run()  # no typing: the prefilled key signs in
+    finally:
+        get_settings.cache_clear()
+    assert not at.exception and not at.error
+    assert at.chat_input
+
+
 def test_a_thread_that_is_gone_is_a_message(ui_env: Api, keys: dict[str, str]) -> None:
     at = signed_in(keys["user"])
     at.session_state["thread_id"] = "deleted-elsewhere"
@@ -151,22 +168,27 @@ def test_upload_documents_and_see_them_ready(ui_env: Api, keys: dict[str, str]) 
         [
             ("everest.md", b"# Everest\n\nMount Everest is 8849 metres high.\n", "text/markdown"),
             ("tea.txt", b"Green tea is brewed at about 80 degrees Celsius.\n", "text/plain"),
+            ("broken.pdf", b"this is not a PDF", "application/pdf"),
         ]
     )
     at.text_input[0].input("travel")
     at.button[0].click().run()
     assert not at.exception, at.exception
-    assert not at.error, [e.value for e in at.error]
+    at.selectbox(key="show-collection").set_value("travel").run()
     shown = texts(at)
     assert "**Everest**" in shown and "everest.md" in shown
-    assert shown.count("ready · ") >= 2
+    assert shown.count("ready · 1 chunk") == 2
+    failed = [e.value for e in at.error]
+    assert len(failed) == 1 and failed[0].startswith("failed: "), failed
     docs = httpx.get(
         f"{ui_env.url}/documents", params={"collection": "travel"}, headers=auth(keys["user"])
     ).json()
     assert sorted((d["filename"], d["status"]) for d in docs) == [
+        ("broken.pdf", "failed"),
         ("everest.md", "ready"),
         ("tea.txt", "ready"),
     ]
+    assert failed[0] == f"failed: {next(d['error'] for d in docs if d['status'] == 'failed')}"
 
     # Deleting one from the list removes it from the API too.
     tea = next(d for d in docs if d["filename"] == "tea.txt")
@@ -175,7 +197,7 @@ def test_upload_documents_and_see_them_ready(ui_env: Api, keys: dict[str, str]) 
     left = httpx.get(
         f"{ui_env.url}/documents", params={"collection": "travel"}, headers=auth(keys["user"])
     ).json()
-    assert [d["filename"] for d in left] == ["everest.md"]
+    assert sorted(d["filename"] for d in left) == ["broken.pdf", "everest.md"]
     assert "tea.txt" not in texts(at)
 
 
