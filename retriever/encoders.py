@@ -168,7 +168,9 @@ class OnnxEncoder:
         # Spinning threads burn the cores other processes need on a shared machine.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         model_file = str(export / "model.int8.onnx")
-        self._session = ort.InferenceSession(model_file, options, providers=["CPUExecutionProvider"])
+        self._session = ort.InferenceSession(
+            model_file, options, providers=["CPUExecutionProvider"]
+        )
         # A query is too small to split across threads: one thread answers it sooner
         # (7 ms vs 10 ms on 2 busy cores) and leaves the other core to the rest.
         single = ort.SessionOptions()

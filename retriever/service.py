@@ -45,6 +45,7 @@ from retriever.qdrant import (
     ensure_collections,
     is_local,
     point_id,
+    speed_up_local_storage,
 )
 from retriever.settings import M3_PREFIX, RetrieverSettings
 
@@ -139,6 +140,10 @@ class Retriever:
         self._lexical = settings.embedding_model.startswith(M3_PREFIX)
         ensure_collections(client, self.collection_name, self.encoder.dim, self._lexical)
         self._local = is_local(client)
+        if self._local:
+            speed_up_local_storage(
+                client, [self.collection_name, documents_collection(self.collection_name)]
+            )
         self._native = (not self._local) if native_search is None else native_search
         self._mirror = (
             LocalIndex.load(client, self.collection_name, self.encoder.dim) if self._local else None
@@ -508,9 +513,7 @@ class Retriever:
                 by_id.setdefault(hit.id, hit)
                 per_list.setdefault(hit.id, {})[name] = hit.score
         keep = max(k, self.settings.rerank_candidates) if rerank else k
-        results = [
-            self._result(_Hit(i, s, by_id[i].payload), per_list[i]) for i, s in fused[:keep]
-        ]
+        results = [self._result(_Hit(i, s, by_id[i].payload), per_list[i]) for i, s in fused[:keep]]
         if rerank:
             if self.settings.reranker_model:
                 return self._rerank(query, results, k)
