@@ -87,7 +87,7 @@ def parser() -> argparse.ArgumentParser:
     cmd = add("promote", "serve a version for new turns", recipe=False)
     cmd.add_argument("version", help="version: 3, v3 or flywheel-v3")
     add("rollback", "switch back to the previously active version", recipe=False)
-    cmd = add("run", "judge -> build-data -> train -> gate -> publish + promote", algo=True)
+    cmd = add("run", "judge, build-data, train, publish, gate, then promote or reject", algo=True)
     cmd.add_argument("--skip-judge", action="store_true", help="use existing judgments only")
     cmd = add("status", "adapter versions, what serves, what the server has loaded", recipe=False)
     cmd.add_argument("--json", action="store_true")

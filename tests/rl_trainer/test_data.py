@@ -101,3 +101,33 @@ def test_recipes_load_and_bad_ones_say_what_to_fix(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="bundled recipes"):
         load_recipe("no-such-recipe")
     assert all(Recipe.help().values())  # every field documents itself
+
+
+class LongerWins:
+    """A pairwise judge that prefers the longer answer (decisive on random samples)."""
+
+    model = "longer"
+    rubric_version = "test"
+
+    def compare(self, messages, a, b, info):  # type: ignore[no-untyped-def]
+        return 1.0 if len(a) > len(b) else 0.0 if len(a) < len(b) else 0.5
+
+
+@pytest.mark.slow
+def test_fresh_pairs_are_sampled_from_the_server_and_ranked_by_the_judge(
+    db: Database, tmp_path: Path, model_server
+) -> None:  # type: ignore[no-untyped-def]
+    from backend.client import ModelClient
+
+    user = add_user(db, "u")
+    for i in range(3):
+        add_turn(db, user, f"question {i}?", "an answer", judged=0.5)
+    recipe = Recipe(algo="dpo", heldout_fraction=0.0, fresh_pairs=3, judge="rule:leading_citation")
+    with ModelClient(model_server.url) as client:
+        base = next(m.id for m in client.list_models() if m.parent is None)
+        snap = build_data(db, recipe, tmp_path / "s", sampler=(client, base, LongerWins()))
+    fresh = [r for r in snap.train if r["source"] == "fresh"]
+    assert fresh and snap.counts["pairs_fresh"] == len(fresh)
+    for row in fresh:
+        assert len(row["chosen"][0]["content"]) > len(row["rejected"][0]["content"])
+        assert row["prompt"][0]["role"] == "system" and row["turn_ids"]

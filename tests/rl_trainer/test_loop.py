@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -195,3 +196,18 @@ def test_promote_while_chats_stream_fails_no_request(stack: Stack, user: str) ->
     served = [dict(events)["done"]["adapter_version"] for events in results]
     # Traffic moved from the base model to the new adapter while requests kept coming.
     assert served[0] is None and served[-1] == "flywheel-v1", served
+
+
+@pytest.mark.slow
+def test_grpo_runs_from_the_cli_on_the_same_store(stack: Stack, user: str) -> None:
+    # Starts from the active adapter (v1, promoted above) and is gated against it.
+    done = stack.cli("run", "--recipe", "tiny-grpo", "--set", "max_steps=2", "--skip-judge")
+    assert "gate: flywheel-v3 vs flywheel-v1" in done.stdout, done.stdout
+    run_dir = Path(done.stdout.split("run: ", 1)[1].splitlines()[0])
+    logged = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    for key in ("rewards/leading_citation/mean", "rewards/citation_validity/std", "kl", "entropy"):
+        assert key in logged[0], sorted(logged[0])
+    status = json.loads(stack.cli("status", "--json").stdout)
+    v3 = next(v for v in status["versions"] if v["served_name"] == "flywheel-v3")
+    assert v3["algo"] == "grpo" and v3["status"] in ("active", "rejected")
+    assert status["active"] == ("flywheel-v3" if v3["status"] == "active" else "flywheel-v1")
