@@ -108,6 +108,7 @@ def test_chat_in_a_real_browser(
 
             page.get_by_text("Sources (").click()
             expect(page.get_by_text("Water boils at 100 degrees Celsius").first).to_be_visible()
+            page.wait_for_timeout(1000)  # the expander's opening animation
             page.screenshot(path=str(tmp_path / "chat.png"))
 
             # The other pages draw without an error; screenshots to look at.

@@ -124,6 +124,7 @@ def test_chat_streams_an_answer_with_sources_and_stores_thumbs_up(
     shown = "\n".join(m.value for m in sources.markdown)
     assert "**[1]** Boiling water" in shown
     assert "Water boils at 100 degrees Celsius" in shown
+    assert "> **Boiling water**" in shown, "a passage's heading is a bold line, not a page title"
     assert doc["id"] in turn["retrieved"]
 
     thumbs = answer_msg.feedback[0]

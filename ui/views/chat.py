@@ -7,6 +7,7 @@ and draws the thread from ``GET /threads/{id}``, so what is shown is what was st
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from itertools import chain
 from typing import Any
@@ -19,6 +20,7 @@ from ui.common import client, flash, show_flash
 THREAD = "thread_id"
 COLLECTION = "collection"
 ALL = "All my documents"
+HEADING = re.compile(r"^\s{0,3}#{1,6}\s+(.*?)\s*#*\s*$")
 
 
 def select_thread(thread_id: str | None) -> None:
@@ -94,6 +96,12 @@ def sidebar(api: ApiClient) -> None:
         )
 
 
+def quote(passage: str) -> str:
+    """A passage as a Markdown quote; its headings become bold lines, not page headings."""
+    lines = [HEADING.sub(r"**\1**", line) for line in passage.strip().splitlines()]
+    return "\n".join(f"> {line}" for line in lines) or "> (empty)"
+
+
 def show_sources(turn_id: str, sources: list[dict[str, Any]]) -> None:
     """The passages an answer was given, numbered as its citations are."""
     if not sources:
@@ -109,8 +117,7 @@ def show_sources(turn_id: str, sources: list[dict[str, Any]]) -> None:
                 where.append(source["heading"])
             mark = " · **cited**" if source.get("cited") else ""
             st.markdown(f"**[{source['number']}]** {' · '.join(where)}{mark}")
-            passage = (source.get("text") or "").strip()
-            st.markdown("\n".join(f"> {line}" for line in passage.splitlines()) or "> (empty)")
+            st.markdown(quote(source.get("text") or ""))
 
 
 def feedback_form(api: ApiClient, turn: dict[str, Any]) -> None:
@@ -152,8 +159,7 @@ def show_turn(api: ApiClient, turn: dict[str, Any]) -> None:
             st.markdown(turn["answer"])
         show_sources(turn["id"], turn.get("sources", []))
         rating_key = f"rating-{turn['id']}"
-        thumbs, comment, version = st.columns([1, 1, 4], vertical_alignment="center")
-        with thumbs:
+        with st.container(horizontal=True, vertical_alignment="center", gap="medium"):
             st.feedback(
                 "thumbs",
                 key=rating_key,
@@ -161,10 +167,9 @@ def show_turn(api: ApiClient, turn: dict[str, Any]) -> None:
                 on_change=rate,
                 args=(api, turn["id"], rating_key),
             )
-        with comment:
             feedback_form(api, turn)
-        if turn.get("adapter_version"):
-            version.caption(f"adapter {turn['adapter_version']}")
+            if turn.get("adapter_version"):
+                st.caption(f"adapter {turn['adapter_version']}")
 
 
 def ask(api: ApiClient, question: str) -> None:
