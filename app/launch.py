@@ -43,7 +43,7 @@ def services() -> list[Service]:
             "ui.Home",
             f"{py} -m streamlit run ui/Home.py --server.address {app.ui_host} "
             f"--server.port {app.ui_port} --server.headless true "
-            "--browser.gatherUsageStats false",
+            "--browser.gatherUsageStats false --client.toolbarMode minimal",
             app.ui_url,
         ),
     ]

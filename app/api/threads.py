@@ -61,6 +61,12 @@ async def delete_thread(thread_id: str, user: CurrentUser, services: ServicesDep
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
+@router.get("/me")
+async def me(user: CurrentUser) -> dict[str, str]:
+    """Who the API key belongs to."""
+    return {"id": user.id, "name": user.name, "role": str(user.role)}
+
+
 @router.post("/turns/{turn_id}/feedback", response_model=FeedbackOut)
 async def feedback(
     turn_id: str, body: FeedbackRequest, user: CurrentUser, services: ServicesDep

@@ -88,8 +88,11 @@ def test_every_route_but_health_needs_a_key(api: Api, method: str, path: str) ->
 def test_admin_routes_refuse_users(api: Api, users: dict[str, str]) -> None:
     response = httpx.get(f"{api.url}/admin/adapters", headers=auth(users["a"]))
     assert response.status_code == 403
+    assert httpx.get(f"{api.url}/me", headers=auth(users["a"])).json()["role"] == "user"
     admin = create_user(api, "root-e2e", admin=True)
     assert httpx.get(f"{api.url}/admin/adapters", headers=auth(admin)).status_code == 200
+    me = httpx.get(f"{api.url}/me", headers=auth(admin)).json()
+    assert (me["name"], me["role"]) == ("root-e2e", "admin")
 
 
 def test_upload_chat_feedback_and_isolation(api: Api, users: dict[str, str]) -> None:
