@@ -87,7 +87,8 @@ class Recipe:
         default=4, metadata={"help": "Completions sampled per prompt (GRPO group size)."}
     )
     max_completion_length: int = field(
-        default=256, metadata={"help": "Longest sampled completion in tokens (GRPO)."}
+        default=256,
+        metadata={"help": "Longest sampled completion in tokens (GRPO, fresh DPO pairs)."},
     )
     temperature: float = field(default=1.0, metadata={"help": "Sampling temperature (GRPO)."})
     rewards: dict[str, float] = field(

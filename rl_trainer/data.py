@@ -199,7 +199,13 @@ def heldout_row(turn: Turn) -> dict[str, Any]:
 
 
 def fresh_pairs(
-    rows: list[dict[str, Any]], client: Any, model: str, judge: Any, n: int, seed: int
+    rows: list[dict[str, Any]],
+    client: Any,
+    model: str,
+    judge: Any,
+    n: int,
+    seed: int,
+    max_tokens: int,
 ) -> list[dict[str, Any]]:
     """Pairs sampled from ``model`` (two answers per prompt) and ranked by the pairwise judge."""
     from tqdm import tqdm
@@ -210,7 +216,9 @@ def fresh_pairs(
     for row in tqdm(picked, desc="sampling fresh pairs", unit="prompt", disable=not picked):
         a, b = (
             r.text
-            for r in client.chat_samples(row["prompt"], 2, model=model, temperature=1.0, seed=seed)
+            for r in client.chat_samples(
+                row["prompt"], 2, model=model, temperature=1.0, seed=seed, max_tokens=max_tokens
+            )
         )
         preference = judge.compare(row["prompt"], a, b, {"num_sources": row["num_sources"]})
         if preference is None or preference == 0.5 or a.strip() == b.strip():
@@ -307,7 +315,13 @@ def build_data(
             client, model, judge = sampler
             prompts = [grpo_prompt(s.turn) for s in train_signals]
             train_rows += fresh_pairs(
-                prompts, client, model, judge, recipe.fresh_pairs, recipe.seed
+                prompts,
+                client,
+                model,
+                judge,
+                recipe.fresh_pairs,
+                recipe.seed,
+                recipe.max_completion_length,
             )
         for source in ("correction", "scores", "fresh"):
             counts[f"pairs_{source}"] = sum(1 for r in train_rows if r["source"] == source)

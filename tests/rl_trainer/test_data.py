@@ -122,7 +122,14 @@ def test_fresh_pairs_are_sampled_from_the_server_and_ranked_by_the_judge(
     user = add_user(db, "u")
     for i in range(3):
         add_turn(db, user, f"question {i}?", "an answer", judged=0.5)
-    recipe = Recipe(algo="dpo", heldout_fraction=0.0, fresh_pairs=3, judge="rule:leading_citation")
+    recipe = Recipe(
+        algo="dpo",
+        heldout_fraction=0.0,
+        fresh_pairs=3,
+        max_completion_length=16,
+        overlong_buffer=4,
+        judge="rule:leading_citation",
+    )
     with ModelClient(model_server.url) as client:
         base = next(m.id for m in client.list_models() if m.parent is None)
         snap = build_data(db, recipe, tmp_path / "s", sampler=(client, base, LongerWins()))
