@@ -214,8 +214,14 @@ def publish_step(
         adapters_root=ws.adapters_root,
         base_model=str(config.get("base_model_name_or_path") or ws.base_model()),
     )
-    pub.ensure_loaded(ws.client, row)
-    pub.check_answers(ws.client, row.served_name)
+    try:
+        pub.ensure_loaded(ws.client, row)
+        pub.check_answers(ws.client, row.served_name)
+    except (ModelServerError, pub.PublishError) as exc:
+        reject(ws, row, f"the model server could not serve it: {exc}")
+        raise pub.PublishError(
+            f"{row.served_name} was written but cannot be served: {exc}"
+        ) from exc
     return row
 
 
@@ -248,7 +254,7 @@ def reject(ws: Workspace, row: AdapterVersion, reason: str) -> None:
     pub.update_manifest(ws.db, row, rejected_because=reason)
     try:
         ws.client.unload_adapter(row.served_name)
-    except Exception as exc:  # a failed unload only costs a slot; the rejection stands
+    except ModelServerError as exc:  # a failed unload only costs a slot; the rejection stands
         logger.warning("could not unload %s: %s", row.served_name, exc)
 
 
@@ -324,7 +330,11 @@ def run(ws: Workspace, recipe: Recipe, *, skip_judge: bool = False) -> Report:
         ),
     )
     report.candidate = row.served_name
-    verdict = _timed(report, "gate", lambda: gate_step(ws, recipe, row))
+    try:
+        verdict = _timed(report, "gate", lambda: gate_step(ws, recipe, row))
+    except ModelServerError as exc:
+        reject(ws, row, f"the gate could not run: {exc}")
+        raise
     report.gate = verdict.to_dict()
     if verdict.passed:
         _timed(report, "promote", lambda: pub.promote(ws.db, ws.client, row))
@@ -341,7 +351,7 @@ def status(ws: Workspace) -> dict[str, Any]:
     try:
         loaded = sorted(m.id for m in ws.client.list_models() if m.parent is not None)
         server: str | None = None
-    except Exception as exc:  # the status must show even when the server is down
+    except ModelServerError as exc:  # the status must show even when the server is down
         loaded, server = [], str(exc)
     versions = [
         {
