@@ -12,6 +12,13 @@ the data directory before it is imported.
 the extraction request bounded by ``MEMORY_TIMEOUT_S`` and never raises: a failing or
 slow memory only costs a warning in the log. Deleting a memory also deletes its rows in
 mem0's history, so a forgotten fact leaves no copy behind.
+
+Use from async code: ``await asyncio.to_thread(memories.recall, ...)`` before answering;
+after the answer, ``memories.remember_in_background(...)`` (returns a future at once) or
+``asyncio.to_thread(memories.remember, ...)``. Call ``warm_up()`` at start-up (in a
+thread) so the first recall does not load the embedder, and ``close()`` at shutdown
+before closing the Qdrant client. Keep one ``UserMemory`` per process and collection:
+the local-mode index assumes every write goes through it.
 """
 
 from __future__ import annotations
@@ -80,7 +87,8 @@ def import_mem0(settings: MemorySettings) -> type[Memory]:
     """Import mem0 with telemetry off and its home inside the data directory."""
     settings.memory_dir.mkdir(parents=True, exist_ok=True)
     os.environ.update(settings.mem0_environ())
-    already_imported = "mem0" in sys.modules
+    if "mem0" in sys.modules:
+        logger.debug("mem0 was imported before the memory settings were applied")
     from mem0 import Memory
     from mem0.memory import main as mem0_main
     from mem0.memory import telemetry as mem0_telemetry
@@ -89,8 +97,6 @@ def import_mem0(settings: MemorySettings) -> type[Memory]:
     # telemetry on, switch it off where it is checked.
     mem0_telemetry.MEM0_TELEMETRY = False
     mem0_main.MEM0_TELEMETRY = False  # type: ignore[attr-defined]
-    if already_imported:
-        logger.debug("mem0 was imported before memory settings were applied")
     return Memory
 
 
