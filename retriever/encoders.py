@@ -328,24 +328,19 @@ def _export(source: str, out: Path) -> None:
             "set EMBEDDING_BACKEND=torch"
         )
 
+    sample = tokenizer(["an example", "another example text"], padding=True, return_tensors="pt")
+    # Only the inputs this model's tokenizer makes (MPNet or XLM-R have no token types).
+    names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in sample]
+
     class _Hidden(torch.nn.Module):
         def __init__(self, inner: torch.nn.Module) -> None:
             super().__init__()
             self.inner = inner
 
-        def forward(
-            self,
-            input_ids: torch.Tensor,
-            attention_mask: torch.Tensor,
-            token_type_ids: torch.Tensor,
-        ) -> torch.Tensor:
-            return self.inner(
-                input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
-            ).last_hidden_state
+        def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+            return self.inner(**dict(zip(names, inputs, strict=True))).last_hidden_state
 
-    sample = tokenizer(["an example", "another example text"], padding=True, return_tensors="pt")
-    names = ["input_ids", "attention_mask", "token_type_ids"]
-    args = tuple(sample.get(n, torch.zeros_like(sample["input_ids"])) for n in names)
+    args = tuple(sample[n] for n in names)
     fp32 = out / "model.onnx"
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
