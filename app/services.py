@@ -142,6 +142,12 @@ def _open_search(settings: AppSettings) -> tuple[Any, Any, Any]:
     from retriever.qdrant import open_client
     from retriever.settings import get_settings as retriever_settings
 
+    if settings.torch_threads:
+        import torch
+
+        # The API embeds one short query at a time: more threads barely help such small
+        # ops and fight the model server (often on the same cores) for the CPU.
+        torch.set_num_threads(settings.torch_threads)
     r_settings = retriever_settings()
     qdrant = open_client(r_settings)
     retriever = Retriever(qdrant, r_settings)

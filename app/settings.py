@@ -46,6 +46,12 @@ class AppSettings(BaseSettings):
     model_wait_s: float = Field(
         600.0, alias="MODEL_WAIT_S", ge=0, description="How long the API waits for the model."
     )
+    torch_threads: int = Field(
+        1,
+        alias="API_TORCH_THREADS",
+        ge=0,
+        description="torch threads in the API process; 0 = torch's default.",
+    )
     remember_timeout_s: float = Field(30.0, alias="MEMORY_TIMEOUT_S", gt=0)
 
     @property
