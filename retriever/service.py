@@ -168,7 +168,11 @@ class Retriever:
         document_id: str | None = None,
         title: str | None = None,
     ) -> IngestResult:
-        """Parse and index the file at ``path``; raises an ``IngestError`` if it cannot."""
+        """Parse and index the file at ``path``; raises an ``IngestError`` if it cannot.
+
+        Without ``document_id`` the id is derived from the collection and the file name, so
+        ingesting the same name again is ``unchanged`` or ``replaced``, never a duplicate.
+        """
         parsed = parse_file(Path(path), self.settings.max_upload_bytes)
         if title:
             parsed.title = title
@@ -183,7 +187,10 @@ class Retriever:
         collection: str = "default",
         document_id: str | None = None,
     ) -> IngestResult:
-        """Parse and index an uploaded file; its type comes from ``filename``."""
+        """Parse and index an uploaded file; its type comes from ``filename``.
+
+        The default document id is derived from the collection and ``filename``.
+        """
         parsed = parse_bytes(data, filename, self.settings.max_upload_bytes)
         return self.ingest_documents([(parsed, document_id)], owner=owner, collection=collection)[0]
 
@@ -196,7 +203,10 @@ class Retriever:
         collection: str = "default",
         document_id: str | None = None,
     ) -> IngestResult:
-        """Index raw text (read as Markdown) under ``title``."""
+        """Index raw text (read as Markdown) under ``title``.
+
+        The default document id is derived from the collection and ``title``.
+        """
         if not text.strip():
             raise UnparseableFile(title, "the text is empty")
         parsed = ParsedDocument(title, title, [Section(text, None, True)])
