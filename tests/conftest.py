@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +16,12 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("MEM0_TELEMETRY", "False")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+# Every API process a test starts has a fresh DATA_DIR; share the embedder's one-off ONNX
+# export (tens of seconds) between them instead of redoing it per process. The cache is
+# keyed by the model's files and written atomically, so reuse across runs is safe.
+os.environ.setdefault(
+    "EMBEDDING_CACHE_DIR", os.path.join(tempfile.gettempdir(), "flywheel-test-cache")
+)
 
 
 @pytest.fixture(scope="session")
