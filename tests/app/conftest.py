@@ -55,7 +55,7 @@ class ModelServer:
     adapters: Path
 
 
-def start_model_server(model: Path, adapters: Path) -> ModelServer:
+def start_model_server(model: Path | str, adapters: Path, **env: str) -> ModelServer:
     """Start ``python -m backend.server`` on a free port."""
     port = free_port()
     proc = subprocess.Popen(
@@ -75,7 +75,7 @@ def start_model_server(model: Path, adapters: Path) -> ModelServer:
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        env={**os.environ, "HF_HUB_OFFLINE": "1", **env},
     )
     wait_http(f"http://127.0.0.1:{port}/health", proc)
     return ModelServer(f"http://127.0.0.1:{port}/v1", proc, adapters)

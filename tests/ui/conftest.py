@@ -9,8 +9,6 @@ first-person statement becomes a memory even though the tiny model cannot extrac
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,10 +25,9 @@ from tests.app.conftest import (
     auth,
     create_user,
     start_api,
+    start_model_server,
     stop,
-    wait_http,
 )
-from tests.conftest import free_port
 
 HOME = ROOT / "ui" / "Home.py"
 DOC = (
@@ -48,30 +45,9 @@ def model_server(
     (data / "models").mkdir()
     (data / "models" / tiny_chat_model.name).symlink_to(tiny_chat_model, target_is_directory=True)
     adapters = tmp_path_factory.mktemp("adapters")
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "backend.server",
-            "--model",
-            "tiny",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--adapters-root",
-            str(adapters),
-        ],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "HF_HUB_OFFLINE": "1", "DATA_DIR": str(data)},
-    )
-    wait_http(f"http://127.0.0.1:{port}/health", proc)
-    server = ModelServer(f"http://127.0.0.1:{port}/v1", proc, adapters)
+    server = start_model_server("tiny", adapters, DATA_DIR=str(data))
     yield server
-    stop(proc)
+    stop(server.proc)
 
 
 @pytest.fixture(scope="session")
