@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
@@ -26,6 +27,31 @@ from backend.client import AsyncModelClient
 logger = logging.getLogger(__name__)
 
 
+class UserCache:
+    """Users by API key for a short while.
+
+    A request then needs no database round trip to authenticate. Only successful lookups
+    are kept; an admin's change to a user shows within ``ttl_s``.
+    """
+
+    def __init__(self, ttl_s: float = 30.0, size: int = 1024) -> None:
+        self.ttl_s, self.size = ttl_s, size
+        self._items: dict[str, tuple[float, Any]] = {}
+
+    def get(self, key: str) -> Any:
+        """The cached user for ``key``, or None."""
+        hit = self._items.get(key)
+        if hit is None or hit[0] < time.monotonic():
+            return None
+        return hit[1]
+
+    def put(self, key: str, user: Any) -> None:
+        """Remember ``user`` for ``key``."""
+        if len(self._items) >= self.size:
+            self._items.clear()  # crude but bounded; a miss only costs one query
+        self._items[key] = (time.monotonic() + self.ttl_s, user)
+
+
 @dataclass
 class Services:
     """Everything a request handler needs."""
@@ -41,6 +67,7 @@ class Services:
     memory: Any = None
     qdrant: Any = None
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    users: UserCache = field(default_factory=UserCache)
 
     def spawn(self, coro: Any) -> asyncio.Task[Any]:
         """Run ``coro`` in the background, keeping a reference until it ends."""

@@ -75,17 +75,19 @@ async def start_turn(
         start = time.perf_counter()
         final: dict[str, Any] = {}
         try:
-            async for mode, chunk in services.graph.astream(
+            # Only the nodes' own events are streamed: the store node sends the finished
+            # turn, which spares LangGraph a copy of the whole state after every step.
+            async for event in services.graph.astream(
                 graph_input,
                 config,
                 context=context,
-                stream_mode=["custom", "values"],
+                stream_mode="custom",
                 durability="exit",  # one checkpoint write per turn, not one per node
             ):
-                if mode == "custom":
-                    await queue.put(TurnEvent("token", {"text": chunk["text"]}))
+                if event["event"] == "token":
+                    queue.put_nowait(TurnEvent("token", {"text": event["text"]}))
                 else:
-                    final = chunk if isinstance(chunk, dict) else vars(chunk)
+                    final = event["turn"]
             metrics.observe_turn(final, time.perf_counter() - start)
             await queue.put(TurnEvent("sources", {"sources": numbered_sources(final)}))
             if final.get("error"):

@@ -258,7 +258,8 @@ async def remember(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
 async def store(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     """Write the turn whole, and add the exchange to the thread's history."""
     ctx = runtime.context
-    timings = {**state.timings, "total_ms": round(sum(state.timings.values()), 3)}
+    stages = (v for k, v in state.timings.items() if k != "first_token_ms")  # nested in generate
+    timings = {**state.timings, "total_ms": round(sum(stages), 3)}
     record = {
         "id": ctx.turn_id,
         "thread_id": ctx.thread_id,
@@ -287,4 +288,7 @@ async def store(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     history: list[Message] = [{"role": "user", "content": state.question}]
     if state.answer:
         history.append({"role": "assistant", "content": state.answer})
+    runtime.stream_writer(
+        {"event": "turn", "turn": {**record, "chunks": state.chunks, "usage": state.usage}}
+    )
     return {"messages": history, "timings": timings}

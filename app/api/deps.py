@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
@@ -23,7 +24,7 @@ def get_services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-def current_user(
+async def current_user(
     services: ServicesDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> User:
@@ -34,7 +35,12 @@ def current_user(
             "missing API key: send it as 'Authorization: Bearer <key>'",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    user = user_by_key(services.db, credentials.credentials)
+    key = credentials.credentials
+    user = services.users.get(key)
+    if user is None:
+        user = await asyncio.to_thread(user_by_key, services.db, key)
+        if user is not None:
+            services.users.put(key, user)
     if user is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,

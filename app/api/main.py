@@ -3,15 +3,48 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import metrics
 from app.api import admin, chat, documents, health, memories, openai_compat, threads
 from app.services import open_services
 from app.settings import AppSettings, get_settings
+
+
+class RequestMetrics:
+    """Counts and times every request.
+
+    A plain ASGI middleware: Starlette's ``BaseHTTPMiddleware`` costs milliseconds per
+    request.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Pass the request on, then record its route, status and latency."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start, status_code = time.perf_counter(), 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status_code
+            if message["type"] == "http.response.start":
+                status_code = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            path = getattr(scope.get("route"), "path", "unmatched")
+            method = scope["method"]
+            metrics.REQUESTS.labels(method, path, str(status_code)).inc()
+            metrics.REQUEST_SECONDS.labels(method, path).observe(time.perf_counter() - start)
 
 
 def create_app(settings: AppSettings | None = None) -> FastAPI:
@@ -33,16 +66,5 @@ def create_app(settings: AppSettings | None = None) -> FastAPI:
     for module in (chat, openai_compat, threads, documents, memories, health, admin):
         app.include_router(module.router)
 
-    @app.middleware("http")
-    async def count(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        start = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        metrics.REQUESTS.labels(request.method, path, str(response.status_code)).inc()
-        metrics.REQUEST_SECONDS.labels(request.method, path).observe(time.perf_counter() - start)
-        return response
-
+    app.add_middleware(RequestMetrics)
     return app
