@@ -208,6 +208,10 @@ class ApiClient:
         result: Json = self._json("POST", f"/turns/{turn_id}/feedback", json=body)
         return result
 
+    def unrate(self, turn_id: str) -> None:
+        """Take back the rating of an answer."""
+        self._request("DELETE", f"/turns/{turn_id}/feedback")
+
     # --- documents ------------------------------------------------------------------------
 
     def upload(self, files: Sequence[tuple[str, bytes]], collection: str | None = None) -> Json:

@@ -84,3 +84,11 @@ async def feedback(
     if stored is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no turn {turn_id!r}")
     return FeedbackOut.model_validate(stored, from_attributes=True)
+
+
+@router.delete("/turns/{turn_id}/feedback", status_code=status.HTTP_204_NO_CONTENT)
+async def unrate(turn_id: str, user: CurrentUser, services: ServicesDep) -> Response:
+    """Take back a rating (the thumb un-clicked)."""
+    if not await asyncio.to_thread(store.delete_feedback, services.db, user.id, turn_id):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no rating of turn {turn_id!r}")
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -97,3 +97,12 @@ def set_feedback(
         feedback.corrected_answer = corrected_answer
         feedback.created_at = datetime.now(UTC)
     return feedback
+
+
+def delete_feedback(db: Database, user_id: str, turn_id: str) -> bool:
+    """Take back the user's rating of their turn; False when there is none to take back."""
+    with db.session() as session:
+        result = session.execute(
+            delete(Feedback).where(Feedback.turn_id == turn_id, Feedback.user_id == user_id)
+        )
+        return bool(result.rowcount)  # type: ignore[attr-defined]

@@ -166,6 +166,12 @@ def test_upload_chat_feedback_and_isolation(api: Api, users: dict[str, str]) -> 
         thread = client.get(f"{api.url}/threads/{done['thread_id']}", headers=auth(a)).json()
         assert [t["id"] for t in thread["turns"]] == [done["turn_id"]]
         assert thread["turns"][0]["rating"] == 1
+        # Only Alice can take her rating back, once.
+        unrate = f"{api.url}/turns/{done['turn_id']}/feedback"
+        assert client.delete(unrate, headers=hb).status_code == 404
+        assert client.delete(unrate, headers=auth(a)).status_code == 204
+        assert client.delete(unrate, headers=auth(a)).status_code == 404
+        assert rows(api, "SELECT * FROM feedback WHERE turn_id = :id", id=done["turn_id"]) == []
 
         # Deleting the document removes its chunks from search.
         assert client.delete(f"{api.url}/documents/{doc_id}", headers=auth(a)).status_code == 204

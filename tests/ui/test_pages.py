@@ -143,6 +143,12 @@ def test_chat_streams_an_answer_with_sources_and_stores_thumbs_up(
     answer_msg = at.chat_message[-1]
     assert answer_msg.feedback[0].value == 1
 
+    # Un-clicking the thumb takes the rating back.
+    answer_msg.feedback[0].set_value(None).run()
+    assert not at.exception, at.exception
+    assert rows(ui_env, "SELECT rating FROM feedback WHERE turn_id = :id", id=turn["id"]) == []
+    assert any("Rating removed" in t.value for t in at.toast)
+
     # A comment and a better answer, through the form under the answer.
     at.text_area(key=f"note-{turn['id']}").input("Too vague")
     at.text_area(key=f"better-{turn['id']}").input("100 °C at sea level [1].")

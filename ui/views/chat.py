@@ -41,16 +41,17 @@ def delete_thread(api: ApiClient, thread_id: str) -> None:
 
 
 def rate(api: ApiClient, turn_id: str, widget_key: str) -> None:
-    """Send the thumb just clicked (0 = down, 1 = up) as the turn's rating."""
+    """Send the thumb just clicked (0 = down, 1 = up); un-clicked, take the rating back."""
     value = st.session_state.get(widget_key)
-    if value is None:  # un-clicking keeps the stored rating; there is no "unrate"
-        return
     try:
-        api.feedback(turn_id, 1 if value == 1 else -1)
+        if value is None:  # the thumb was un-clicked: take the rating back
+            api.unrate(turn_id)
+        else:
+            api.feedback(turn_id, 1 if value == 1 else -1)
     except ApiError as exc:
         flash(exc.message, "error")
         return
-    flash("Thanks! Your rating was saved.")
+    flash("Rating removed." if value is None else "Thanks! Your rating was saved.")
 
 
 def sidebar(api: ApiClient) -> None:
