@@ -44,12 +44,15 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     from tqdm import tqdm
 
-    from retriever.qdrant import open_client
+    from retriever.qdrant import QdrantBusy, open_client
     from retriever.service import Retriever
 
     settings = get_settings()
     files = expand(args.paths)
-    client = open_client(settings)
+    try:
+        client = open_client(settings)
+    except QdrantBusy as exc:
+        parser.exit(2, f"error: {exc}\n")
     failed = 0
     try:
         retriever = Retriever(client, settings)

@@ -30,6 +30,10 @@ _NAMESPACE = uuid.UUID("5b0c7a57-3c39-4f3e-8f0e-6d1f6a9f2b11")
 _KEYWORD_FIELDS = ("document_id", "owner", "collection", "content_hash")
 
 
+class QdrantBusy(RuntimeError):
+    """Another process owns the local Qdrant store."""
+
+
 def open_client(settings: RetrieverSettings) -> QdrantClient:
     """The process's Qdrant client: the server at QDRANT_URL, else local mode on disk."""
     if settings.qdrant_url:
@@ -37,7 +41,17 @@ def open_client(settings: RetrieverSettings) -> QdrantClient:
         return QdrantClient(url=settings.qdrant_url, api_key=settings.qdrant_api_key)
     settings.qdrant_path.mkdir(parents=True, exist_ok=True)
     logger.info("using Qdrant local mode at %s", settings.qdrant_path)
-    return QdrantClient(path=str(settings.qdrant_path))
+    try:
+        return QdrantClient(path=str(settings.qdrant_path))
+    except RuntimeError as exc:
+        if "already accessed" not in str(exc):
+            raise
+        # Local mode allows one process per storage folder: usually the running API.
+        raise QdrantBusy(
+            f"the local Qdrant store at {settings.qdrant_path} is in use by another process "
+            "(the API of `make run`?). Upload through the API or the UI instead, stop that "
+            "process first, or run a Qdrant server and set QDRANT_URL."
+        ) from exc
 
 
 def is_local(client: QdrantClient) -> bool:
