@@ -10,9 +10,11 @@ error at start-up instead: silently serving something else would be worse.
 from __future__ import annotations
 
 import logging
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
 
 from backend.settings import DEFAULT_LLM, TINY_MODEL, BackendSettings
 
@@ -83,8 +85,24 @@ def resolve_dtype(dtype: str, device: str) -> torch.dtype:
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
 
 
+def hub_reachable(endpoint: str, timeout: float = 3.0) -> bool:
+    """Whether the model hub at ``endpoint`` accepts a connection within ``timeout``."""
+    url = urlparse(endpoint)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname or "", port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
 def load_model(
-    source: str, served_name: str, device: str = "auto", dtype: str = "auto"
+    source: str,
+    served_name: str,
+    device: str = "auto",
+    dtype: str = "auto",
+    *,
+    local_files_only: bool = False,
 ) -> LoadedModel:
     """Load a causal LM and its tokenizer from a hub id or a local path.
 
@@ -97,8 +115,10 @@ def load_model(
     torch_dtype = resolve_dtype(dtype, dev)
     path = Path(source).expanduser()
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source)
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype)
+        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_files_only)
+        model = AutoModelForCausalLM.from_pretrained(
+            source, dtype=torch_dtype, local_files_only=local_files_only
+        )
     except (OSError, ValueError, KeyError) as exc:
         raise ModelLoadError(f"cannot load model '{source}': {exc}") from exc
     model = model.to(dev).eval()  # type: ignore[arg-type]
@@ -133,8 +153,21 @@ def load_served_model(
     """
     if model == TINY_MODEL:
         return _load_tiny(settings, served_name or TINY_MODEL)
+    # Without a reachable hub, the hub client retries for about a minute per file before
+    # giving up: ask it for cached files only, so an offline start takes seconds.
+    offline = settings.hf_offline
+    if not offline and not Path(model).expanduser().exists():
+        offline = not hub_reachable(settings.hf_endpoint)
+        if offline:
+            logger.warning(
+                "model hub %s unreachable: loading %s from the local cache only",
+                settings.hf_endpoint,
+                model,
+            )
     try:
-        return load_model(model, served_name or model, settings.device, settings.dtype)
+        return load_model(
+            model, served_name or model, settings.device, settings.dtype, local_files_only=offline
+        )
     except ModelLoadError as exc:
         if explicit and model != DEFAULT_LLM:
             raise

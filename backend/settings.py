@@ -70,6 +70,11 @@ class BackendSettings(BaseSettings):
         alias="HF_HUB_OFFLINE",
         description="Never reach a model hub; models come from local paths or the cache.",
     )
+    hf_endpoint: str = Field(
+        "https://huggingface.co",
+        alias="HF_ENDPOINT",
+        description="Model hub; when it does not answer, only locally cached models load.",
+    )
 
     @field_validator("max_lora_rank")
     @classmethod

@@ -87,3 +87,42 @@ def test_vllm_launch_arguments_follow_the_settings(
     line = capsys.readouterr().out
     assert line.startswith("VLLM_ALLOW_RUNTIME_LORA_UPDATING=True vllm serve ")
     assert "--enable-lora" in line
+
+
+@pytest.mark.slow
+def test_unreachable_hub_is_not_retried_before_falling_back(
+    tmp_path: Path, tiny_chat_model: Path
+) -> None:
+    # An offline laptop without HF_HUB_OFFLINE: the hub client would retry each file for
+    # about a minute; the server asks for cached files only and falls back at once.
+    from tests.conftest import free_port
+
+    models = tmp_path / "models"
+    models.mkdir()
+    os.symlink(tiny_chat_model, models / "tiny-chat")
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "LLM_MODEL"}
+    }
+    env |= {
+        "DATA_DIR": str(tmp_path),
+        "HF_ENDPOINT": f"http://127.0.0.1:{free_port()}",
+        "HF_HOME": str(tmp_path / "hf"),
+    }
+    code = (
+        "import logging; logging.basicConfig(level=logging.INFO)\n"
+        "from backend.models import load_served_model\n"
+        "from backend.settings import DEFAULT_LLM, BackendSettings\n"
+        "loaded = load_served_model(DEFAULT_LLM, BackendSettings(), explicit=False)\n"
+        "print('demo', loaded.demo)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    assert "demo True" in done.stdout
+    assert (
+        "unreachable: loading Qwen/Qwen2.5-1.5B-Instruct from the local cache only" in done.stderr
+    )
+    assert "Retrying in" not in done.stderr
