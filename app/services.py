@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -76,23 +76,6 @@ class Services:
         task.add_done_callback(self.tasks.discard)
         return task
 
-    def schedule_remember(self, write: Callable[[], Any]) -> None:
-        """Run a memory write after the answer, bounded by the memory timeout."""
-
-        async def run() -> None:
-            try:
-                await asyncio.wait_for(
-                    asyncio.to_thread(write), timeout=self.settings.remember_timeout_s
-                )
-            except TimeoutError:
-                logger.warning(
-                    "remembering took over %.0f s; skipped", self.settings.remember_timeout_s
-                )
-            except Exception as exc:  # memory must never break a chat; log and move on
-                logger.warning("remembering failed: %s", exc)
-
-        self.spawn(run())
-
     def context(
         self, *, user_id: str, thread_id: str, turn_id: str, collection: str | None
     ) -> Context:
@@ -117,7 +100,6 @@ class Services:
             min_relevance=s.min_relevance,
             sampling={"temperature": s.temperature, "max_tokens": s.max_tokens},
             save_turn=lambda record: save_turn(self.db, record),
-            schedule_remember=self.schedule_remember,
         )
 
     async def drain(self, timeout: float = 5.0) -> None:
@@ -201,7 +183,7 @@ async def open_services(settings: AppSettings) -> AsyncIterator[Services]:
         if qdrant is not None:
             stack.callback(qdrant.close)
         if memory is not None:
-            stack.callback(memory.close)  # after draining: pending memory writes finish first
+            stack.callback(memory.close)  # waits for queued memory writes, then closes
         checkpointer = await _checkpointer(stack, settings, db)
         services = Services(
             settings=settings,

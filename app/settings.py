@@ -52,12 +52,13 @@ class AppSettings(BaseSettings):
         ge=0,
         description="torch threads in the API process; 0 = torch's default.",
     )
-    remember_timeout_s: float = Field(30.0, alias="MEMORY_TIMEOUT_S", gt=0)
 
     @property
     def db_url(self) -> str:
         """The database URL in force."""
-        return self.database_url or f"sqlite:///{self.data_dir / 'flywheel.db'}"
+        from app.store.db import default_database_url
+
+        return self.database_url or default_database_url(self.data_dir)
 
     @property
     def checkpoints_path(self) -> str:

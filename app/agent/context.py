@@ -28,10 +28,10 @@ class Memories(Protocol):
         """Memories of ``user_id`` relevant to ``query``."""
         ...
 
-    def remember(
+    def remember_in_background(
         self, user_id: str, messages: list[dict[str, str]], thread_id: str | None = None
-    ) -> list[Any]:
-        """Extract and store memories from a finished turn."""
+    ) -> Any:
+        """Queue extracting and storing memories from a finished turn; returns at once."""
         ...
 
 
@@ -94,5 +94,3 @@ class Context:
     """Sampling parameters of the answer call (temperature, max_tokens...)."""
     save_turn: Callable[[dict[str, Any]], None] | None = None
     """Writes the finished turn to the store in one transaction."""
-    schedule_remember: Callable[[Callable[[], Any]], None] | None = None
-    """Runs a memory write after the answer, off the request path."""

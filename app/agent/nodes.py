@@ -59,13 +59,11 @@ async def recall(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     ctx, start = runtime.context, time.perf_counter()
     memories: list[dict[str, Any]] = []
     if ctx.memory is not None and ctx.memory_k > 0 and state.question.strip():
-        try:
-            found = await asyncio.to_thread(
-                ctx.memory.recall, ctx.user_id, state.question, ctx.memory_k
-            )
-            memories = [_jsonable(_record(m)) for m in found]
-        except Exception as exc:  # memory is a nice-to-have: never fail the chat for it
-            logger.warning("memory recall failed, answering without memories: %s", exc)
+        # Memory's recall never raises: a failing search is logged there and gives [].
+        found = await asyncio.to_thread(
+            ctx.memory.recall, ctx.user_id, state.question, ctx.memory_k
+        )
+        memories = [_jsonable(_record(m)) for m in found]
     return {
         "memories": memories,
         "standalone_query": state.question,
@@ -245,13 +243,8 @@ async def remember(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
         {"role": "user", "content": state.question},
         {"role": "assistant", "content": state.answer},
     ]
-    memory = ctx.memory
-
-    def write() -> Any:
-        return memory.remember(ctx.user_id, exchange, thread_id=ctx.thread_id)
-
-    if ctx.schedule_remember is not None:
-        ctx.schedule_remember(write)
+    # Queued on memory's own worker, bounded by its timeout; it never raises.
+    ctx.memory.remember_in_background(ctx.user_id, exchange, thread_id=ctx.thread_id)
     return {}
 
 

@@ -22,21 +22,22 @@ NOT_FOUND = (
 )
 
 
+def source_label(chunk: dict[str, object], *, heading: bool = True) -> str:
+    """Where a passage comes from: title, page and (optionally) heading."""
+    parts = (
+        str(chunk.get("title") or ""),
+        f"page {chunk['page']}" if chunk.get("page") else "",
+        str(chunk.get("heading") or "") if heading else "",
+    )
+    return ", ".join(part for part in parts if part)
+
+
 def format_sources(chunks: list[dict[str, object]]) -> str:
     """The numbered sources block of the answer prompt."""
-    lines = []
-    for number, chunk in enumerate(chunks, start=1):
-        where = ", ".join(
-            part
-            for part in (
-                str(chunk.get("title") or ""),
-                f"page {chunk['page']}" if chunk.get("page") else "",
-                str(chunk.get("heading") or ""),
-            )
-            if part
-        )
-        lines.append(f"[{number}] ({where})\n{chunk.get('text', '')}")
-    return "Sources:\n" + "\n\n".join(lines)
+    return "Sources:\n" + "\n\n".join(
+        f"[{number}] ({source_label(chunk)})\n{chunk.get('text', '')}"
+        for number, chunk in enumerate(chunks, start=1)
+    )
 
 
 def format_memories(memories: list[dict[str, object]]) -> str:

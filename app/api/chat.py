@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 
 from app.api.deps import CurrentUser, ServicesDep
 from app.api.schemas import ChatRequest, ChatResponse, Source
-from app.turns import TurnEvent, start_turn
+from app.turns import TurnEvent, collect, start_turn
 
 router = APIRouter(tags=["chat"])
 
@@ -49,22 +49,12 @@ async def chat(
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
-    answer, sources, ids, error = "", [], {}, None
-    async for event in _chain(first, events):
-        if event.kind == "token":
-            answer += event.data["text"]
-        elif event.kind == "sources":
-            sources = event.data["sources"]
-        elif event.kind == "done":
-            ids, answer = event.data, event.data["answer"]
-        elif event.kind == "error":
-            raise HTTPException(event.data.get("status", 500), event.data["message"])
+    result = await collect(_chain(first, events))
     return ChatResponse(
-        answer=answer,
-        sources=[Source.model_validate(s) for s in sources],
-        turn_id=ids["turn_id"],
-        thread_id=ids["thread_id"],
-        error=error,
+        answer=result["answer"],
+        sources=[Source.model_validate(s) for s in result["sources"]],
+        turn_id=result["turn_id"],
+        thread_id=result["thread_id"],
     )
 
 

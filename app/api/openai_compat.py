@@ -15,8 +15,9 @@ from fastapi import APIRouter, HTTPException, status
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
+from app.agent.prompts import source_label
 from app.api.deps import CurrentUser, ServicesDep
-from app.turns import start_turn
+from app.turns import collect, start_turn
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 AGENT_MODEL = "flywheel"
@@ -48,12 +49,10 @@ def sources_markdown(sources: list[dict[str, Any]]) -> str:
     """The cited sources as a Markdown list."""
     if not sources:
         return ""
-    lines = []
-    for s in sources:
-        where = ", ".join(
-            p for p in (s.get("title") or "", f"page {s['page']}" if s.get("page") else "") if p
-        )
-        lines.append(f"{s.get('number')}. {where or s.get('document_id', '')}")
+    lines = [
+        f"{s.get('number')}. {source_label(s, heading=False) or s.get('document_id', '')}"
+        for s in sources
+    ]
     return "\n\n**Sources**\n" + "\n".join(lines)
 
 
@@ -119,16 +118,8 @@ async def chat_completions(
 
         return StreamingResponse(stream(), media_type="text/event-stream")
 
-    answer, sources, turn_id = "", [], None
-    async for event in events:
-        if event.kind == "token":
-            answer += event.data["text"]
-        elif event.kind == "sources":
-            sources = event.data["sources"]
-        elif event.kind == "done":
-            answer, turn_id = event.data["answer"], event.data["turn_id"]
-        elif event.kind == "error":
-            raise HTTPException(event.data.get("status", 500), event.data["message"])
+    result = await collect(events)
+    answer = result["answer"] + sources_markdown(result["sources"])
     return {
         "id": completion_id,
         "object": "chat.completion",
@@ -137,10 +128,10 @@ async def chat_completions(
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": answer + sources_markdown(sources)},
+                "message": {"role": "assistant", "content": answer},
                 "finish_reason": "stop",
             }
         ],
         "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
-        "flywheel": {"turn_id": turn_id},
+        "flywheel": {"turn_id": result["turn_id"]},
     }

@@ -23,6 +23,11 @@ logger = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
+def default_database_url(data_dir: Path) -> str:
+    """The SQLite store inside ``data_dir``: the API and the trainer must agree on it."""
+    return f"sqlite:///{data_dir / 'flywheel.db'}"
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")

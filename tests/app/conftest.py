@@ -139,15 +139,6 @@ def start_api(data_dir: Path, model_url: str, **extra: str) -> Api:
 
 
 @pytest.fixture(scope="session")
-def model_server(
-    tiny_chat_model: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ModelServer]:
-    server = start_model_server(tiny_chat_model, tmp_path_factory.mktemp("adapters"))
-    yield server
-    stop(server.proc)
-
-
-@pytest.fixture(scope="session")
 def api(model_server: ModelServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
     running = start_api(tmp_path_factory.mktemp("api-data"), model_server.url)
     yield running

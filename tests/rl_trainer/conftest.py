@@ -12,9 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.app.conftest import Api, ModelServer, start_api, start_model_server, stop
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.app.conftest import ROOT, Api, ModelServer, start_api, stop
 
 
 @dataclass
@@ -56,15 +54,6 @@ def trainer_env(data_dir: Path, server: ModelServer, model: Path) -> dict[str, s
         "TOKENIZERS_PARALLELISM": "false",
         "OMP_NUM_THREADS": "1",
     }
-
-
-@pytest.fixture(scope="session")
-def model_server(
-    tiny_chat_model: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ModelServer]:
-    server = start_model_server(tiny_chat_model, tmp_path_factory.mktemp("adapters"))
-    yield server
-    stop(server.proc)
 
 
 @pytest.fixture(scope="session")
