@@ -38,6 +38,7 @@ class ChatResponse(BaseModel):
     sources: list[Source]
     turn_id: str
     thread_id: str
+    error: str | None = None
 
 
 class FeedbackRequest(BaseModel):
