@@ -61,7 +61,6 @@ def api(model_server: ModelServer, tmp_path_factory: pytest.TempPathFactory) -> 
         MAX_UPLOAD_MB="1",
         # Short answers and extractions: the tiny model's words carry no meaning anyway.
         AGENT_MAX_TOKENS="48",
-        AGENT_TEMPERATURE="0",  # greedy: the same answer every run, not sampling luck
         MEMORY_LLM_MAX_TOKENS="32",
     )
     yield running
