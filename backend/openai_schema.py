@@ -267,6 +267,7 @@ class HealthResponse(BaseModel):
     status: Literal["ok"] = "ok"
     model: str
     demo_model: bool
+    fallback: bool = False
 
 
 class ErrorInfo(BaseModel):

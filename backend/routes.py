@@ -165,9 +165,15 @@ def _sse(payload: str) -> str:
 
 @router.get("/health", response_model=HealthResponse)
 async def health(state: StateDep) -> HealthResponse:
-    """Liveness and which model is served (``demo_model`` when it is the tiny fallback)."""
+    """Liveness and which model is served.
+
+    ``fallback`` when the configured model could not be loaded and another one answers;
+    ``demo_model`` when that one is the tiny random model.
+    """
     loaded = state.engine.loaded
-    return HealthResponse(model=loaded.served_name, demo_model=loaded.demo)
+    return HealthResponse(
+        model=loaded.served_name, demo_model=loaded.demo, fallback=loaded.fallback
+    )
 
 
 _METRICS = {

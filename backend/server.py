@@ -27,7 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
     """The command line, with defaults from the settings."""
     s = get_settings()
     p = argparse.ArgumentParser(prog="python -m backend.server", description=__doc__.split("\n")[0])
-    p.add_argument("--model", default=None, help=f"hub id, local path or 'tiny' [{s.llm_model}]")
+    p.add_argument(
+        "--model", default=None, help=f"hub id, local path, 'smollm2' or 'tiny' [{s.llm_model}]"
+    )
     p.add_argument("--served-model-name", default=s.served_model_name, help="name clients use")
     p.add_argument("--host", default=s.model_server_host)
     p.add_argument("--port", type=int, default=s.model_server_port)
@@ -42,6 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-loras", type=int, default=s.max_loras)
     p.add_argument("--max-lora-rank", type=int, choices=VLLM_LORA_RANKS, default=s.max_lora_rank)
     p.add_argument("--max-num-seqs", type=int, default=s.max_num_seqs)
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=s.server_threads,
+        help="torch CPU threads (MODEL_SERVER_THREADS; default 1 on <= 2 cores)",
+    )
     p.add_argument(
         "--runtime-lora",
         action=argparse.BooleanOptionalAction,
@@ -63,6 +71,12 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
     settings = get_settings().model_copy(update={"device": args.device, "dtype": args.dtype})
+    if args.threads:
+        import torch
+
+        # Decoding is many small ops: on a small shared machine one thread keeps its
+        # speed when another process is busy, where two threads fight and collapse.
+        torch.set_num_threads(args.threads)
     explicit = args.model is not None or "llm_model" in settings.model_fields_set
     model = args.model or settings.llm_model
     try:

@@ -1,7 +1,8 @@
 """Embedded model server vs raw ``model.generate``: throughput and LoRA hot-swap latency.
 
-For each model (the tiny demo model, and a random-weight model built from a config big
-enough that compute dominates HTTP), this measures, in one run on the same machine:
+For each model (the tiny demo model, the real SmolLM2-135M-Instruct converted from its
+wheel, and random-weight models built from configs big enough that compute dominates
+HTTP), this measures, in one run on the same machine:
 
 * tokens/s of raw ``model.generate`` in-process (greedy, KV cache, batch 1 / 4 / 8);
 * tokens/s of the embedded server over HTTP with 1, 4 and 8 concurrent streams;
@@ -11,7 +12,11 @@ enough that compute dominates HTTP), this measures, in one run on the same machi
 Targets (2-core CPU): single-stream server >= 0.85x raw generate on the bigger model;
 hot-swap p95 <= 0.5 s. Usage::
 
-    .venv/bin/python bench/serving.py [--models tiny,small] [--device cpu|cuda]
+    .venv/bin/python bench/serving.py [--models tiny,smollm2,small] [--device cpu|cuda]
+        [--threads N]
+
+Both sides use the same torch thread count (``--threads``, default the server's own
+default: 1 on machines with <= 2 cores).
 """
 
 from __future__ import annotations
@@ -59,6 +64,11 @@ def build_model(name: str, workdir: Path) -> Path:
     """Directory of model ``name``: the tiny model, or a random one with the tiny tokenizer."""
     from backend.tiny import ensure
 
+    if name == "smollm2":
+        from backend.settings import get_settings
+        from backend.smollm2 import ensure_smollm2
+
+        return ensure_smollm2(get_settings().models_dir)  # converted once, reused
     tiny = ensure(workdir / "models", "chat")
     if name == "tiny":
         return tiny
@@ -148,7 +158,7 @@ class RawGenerate:
 
 
 def start_server(
-    model_dir: Path, adapters: Path, workdir: Path, device: str
+    model_dir: Path, adapters: Path, workdir: Path, device: str, threads: int
 ) -> tuple[subprocess.Popen[bytes], str]:
     """Run ``python -m backend.server`` on a free port; return the process and its root URL."""
     import socket
@@ -161,6 +171,7 @@ def start_server(
         sys.executable, "-m", "backend.server", "--model", str(model_dir),
         "--served-model-name", "bench", "--port", str(port), "--adapters-root", str(adapters),
         "--device", device, "--max-loras", "4", "--log-level", "warning",
+        "--threads", str(threads),
     ]  # fmt: skip
     log = (workdir / "server.log").open("wb")
     process = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -276,7 +287,7 @@ def run_model(name: str, args: argparse.Namespace, workdir: Path) -> dict[str, A
     steps.update()
     raw_peer = RawGenerate(model_dir, args.device)
     steps.update()
-    process, root = start_server(model_dir, adapters_root, workdir, args.device)
+    process, root = start_server(model_dir, adapters_root, workdir, args.device, args.threads)
     try:
         steps.update()
         raw, served, passes = asyncio.run(
@@ -294,7 +305,10 @@ def run_model(name: str, args: argparse.Namespace, workdir: Path) -> dict[str, A
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--models", default="tiny,small", help=f"tiny and/or {list(SHAPES)}")
+    parser.add_argument(
+        "--models", default="tiny,smollm2,small", help=f"tiny, smollm2 and/or {list(SHAPES)}"
+    )
+    parser.add_argument("--threads", type=int, default=None, help="torch threads, both sides")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--tokens", type=int, default=64, help="tokens generated per stream")
     parser.add_argument("--concurrency", default="1,4,8")
@@ -303,6 +317,11 @@ def main() -> None:
     args = parser.parse_args()
     args.concurrency = [int(c) for c in args.concurrency.split(",")]
     import torch
+
+    from backend.settings import get_settings
+
+    args.threads = args.threads or get_settings().server_threads or torch.get_num_threads()
+    torch.set_num_threads(args.threads)  # the raw peer gets what the server gets
 
     print(
         f"device={args.device} torch threads={torch.get_num_threads()} "

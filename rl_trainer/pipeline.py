@@ -24,6 +24,7 @@ from app.store.db import Database, open_database
 from app.store.models import AdapterStatus, AdapterVersion
 from backend.client import ModelClient
 from backend.errors import ModelServerError
+from backend.models import local_model_path
 from backend.settings import BackendSettings
 from backend.settings import get_settings as backend_settings
 from rl_trainer import publish as pub
@@ -92,13 +93,21 @@ class Workspace:
         return self.settings.adapter_name
 
     def base_model(self) -> str:
-        """Path or hub id of the base model to train on (the served one by default)."""
-        model = self.settings.train_base_model or self.backend.llm_model
-        if model == "tiny":
-            from backend.tiny import ensure
+        """Path or hub id of the base model to train on (the served one by default).
 
-            return str(ensure(self.backend.models_dir, "chat"))
-        return model
+        When the server fell back (an offline start serves SmolLM2 instead of the hub
+        model), it lists the folder it actually serves: training follows it, since an
+        adapter for another base could never be served.
+        """
+        if self.settings.train_base_model:
+            return local_model_path(self.settings.train_base_model, self.backend)
+        try:
+            roots = [m.root for m in self.client.list_models() if m.parent is None]
+        except ModelServerError:
+            roots = []
+        if roots and roots[0] and Path(roots[0]).is_dir():
+            return roots[0]
+        return local_model_path(self.backend.llm_model, self.backend)
 
     def served_base(self) -> str:
         """The base model's name as the server lists it."""

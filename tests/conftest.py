@@ -40,6 +40,18 @@ def tiny_chat_model(models_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def smollm2_model() -> Path:
+    """The real SmolLM2-135M-Instruct, converted from its wheel's GGUF once per machine.
+
+    Kept beside the embedder cache: the conversion is atomic and keyed by the folder's
+    completion marker, so sessions share it safely.
+    """
+    from backend.smollm2 import ensure_smollm2
+
+    return ensure_smollm2(Path(os.environ["EMBEDDING_CACHE_DIR"]) / "models")
+
+
+@pytest.fixture(scope="session")
 def tiny_reranker_model(models_dir: Path) -> Path:
     """Path of the tiny cross-encoder reranker."""
     from backend.tiny import ensure

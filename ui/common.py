@@ -23,6 +23,13 @@ DEMO_BANNER = (
     "**Demo model.** The API is serving the tiny built-in demo model: answers are not "
     "meaningful; set LLM_MODEL to a real model and restart."
 )
+SMALL_MODEL_BANNER = (
+    "**Small offline model.** SmolLM2-135M-Instruct is answering{why}: it runs anywhere "
+    "without a GPU, but expect short and sometimes wrong answers. To serve a bigger model, "
+    "set LLM_MODEL to a local model folder or a reachable hub id (or MODEL_SERVER_URL to a "
+    "vLLM server) and restart."
+)
+SMALL_MODEL = "smollm2"
 
 
 def anonymous_client() -> ApiClient:
@@ -94,8 +101,12 @@ def status_banner() -> None:
         st.error(error, icon=":material/cloud_off:")
         return
     assert report is not None
+    served = report.get("model_server", {})
     if report.get("demo_model"):
         st.warning(DEMO_BANNER, icon=":material/science:")
+    elif report.get("fallback") or served.get("model") == SMALL_MODEL:
+        why = " because the configured model could not be loaded" if report.get("fallback") else ""
+        st.info(SMALL_MODEL_BANNER.format(why=why), icon=":material/memory:")
     if report.get("status") != "ok":
         down = [
             name

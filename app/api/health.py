@@ -16,13 +16,18 @@ router = APIRouter(tags=["health"])
 
 @router.get("/health")
 async def health(services: ServicesDep, response: Response) -> dict[str, Any]:
-    """Model server, database and Qdrant; 503 when any is down. Reports the demo model."""
+    """Model server, database and Qdrant; 503 when any is down. Reports a fallback or demo model."""
     model: dict[str, Any] = {"url": services.client.base_url, "model": services.base_model}
     try:
         info = await services.client.health()
-        model |= {"ok": True, "demo_model": bool(info.get("demo_model", False))}
+        model |= {
+            "ok": True,
+            "demo_model": bool(info.get("demo_model", False)),
+            "fallback": bool(info.get("fallback", False)),
+            "model": info.get("model", services.base_model),
+        }
     except ModelServerError as exc:
-        model |= {"ok": False, "error": str(exc), "demo_model": False}
+        model |= {"ok": False, "error": str(exc), "demo_model": False, "fallback": False}
     database = await asyncio.to_thread(services.db.ping)
     qdrant = services.qdrant is not None
     if qdrant:
@@ -39,6 +44,7 @@ async def health(services: ServicesDep, response: Response) -> dict[str, Any]:
         "database": database,
         "qdrant": qdrant,
         "demo_model": model["demo_model"],
+        "fallback": model["fallback"],
         "memory": services.memory is not None,
     }
 

