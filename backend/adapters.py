@@ -6,7 +6,7 @@ accepted only inside the configured adapters root (after resolving symlinks), an
 adapter is checked against the served model and the rank limit *before* peft touches the
 model: a wrong adapter must be a 400 with a message, never a half-modified model.
 
-Every load creates a new :class:`AdapterVersion` with its own internal id, even when a
+Every load creates a new :class:`LoadedAdapter` with its own internal id, even when a
 name is reloaded in place. Requests hold a reference to the version they started on, so
 a stream keeps its adapter's weights until it ends, whatever happens to the name.
 """
@@ -145,7 +145,7 @@ _ids = itertools.count(1)
 
 
 @dataclass(eq=False)
-class AdapterVersion:
+class LoadedAdapter:
     """One load of an adapter: its weights stay in the model while ``refs`` > 0."""
 
     name: str
@@ -165,20 +165,20 @@ class AdapterRegistry:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._active: dict[str, AdapterVersion] = {}
-        self._retired: list[AdapterVersion] = []
+        self._active: dict[str, LoadedAdapter] = {}
+        self._retired: list[LoadedAdapter] = []
 
-    def names(self) -> list[AdapterVersion]:
+    def names(self) -> list[LoadedAdapter]:
         """The adapters currently served, in load order."""
         with self._lock:
             return list(self._active.values())
 
-    def get(self, name: str) -> AdapterVersion | None:
+    def get(self, name: str) -> LoadedAdapter | None:
         """The version served under ``name``, or None."""
         with self._lock:
             return self._active.get(name)
 
-    def acquire(self, name: str) -> AdapterVersion | None:
+    def acquire(self, name: str) -> LoadedAdapter | None:
         """Take a reference on the version served under ``name`` (None if unknown)."""
         with self._lock:
             version = self._active.get(name)
@@ -186,12 +186,12 @@ class AdapterRegistry:
                 version.refs += 1
             return version
 
-    def release(self, version: AdapterVersion) -> None:
+    def release(self, version: LoadedAdapter) -> None:
         """Drop a reference taken by :meth:`acquire`."""
         with self._lock:
             version.refs -= 1
 
-    def publish(self, version: AdapterVersion) -> AdapterVersion | None:
+    def publish(self, version: LoadedAdapter) -> LoadedAdapter | None:
         """Serve ``version`` under its name; the version it replaces (if any) is retired."""
         with self._lock:
             old = self._active.get(version.name)
@@ -201,7 +201,7 @@ class AdapterRegistry:
                 self._retired.append(old)
             return old
 
-    def remove(self, name: str) -> AdapterVersion | None:
+    def remove(self, name: str) -> LoadedAdapter | None:
         """Stop serving ``name``; its version is retired once no request uses it."""
         with self._lock:
             old = self._active.pop(name, None)
@@ -210,14 +210,14 @@ class AdapterRegistry:
                 self._retired.append(old)
             return old
 
-    def collect_retired(self) -> list[AdapterVersion]:
+    def collect_retired(self) -> list[LoadedAdapter]:
         """Retired versions no request uses any more (removed from the retired list)."""
         with self._lock:
             idle = [v for v in self._retired if v.refs <= 0]
             self._retired = [v for v in self._retired if v.refs > 0]
             return idle
 
-    def in_use(self, version: AdapterVersion) -> bool:
+    def in_use(self, version: LoadedAdapter) -> bool:
         """Whether a request still holds ``version``."""
         with self._lock:
             return version.refs > 0

@@ -9,21 +9,20 @@ updating is enabled.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 
-from backend.adapters import AdapterError, AdapterVersion, validate_adapter
-from backend.engine import Delta, Engine, GenerationRequest, SamplingParams
+from backend.adapters import LoadedAdapter
+from backend.engine import Engine, GenerationRequest
+from backend.lora_routes import admin_router
 from backend.openai_schema import (
     ChatChoice,
     ChatChunkChoice,
@@ -41,65 +40,25 @@ from backend.openai_schema import (
     ErrorInfo,
     ErrorResponse,
     HealthResponse,
-    LoadLoRAAdapterRequest,
     ModelCard,
     ModelList,
     TopLogprob,
-    UnloadLoRAAdapterRequest,
     UsageInfo,
     new_id,
     now,
 )
+from backend.sampling import SamplingParams, TokenDelta
+from backend.server_state import APIError, ServerState, StateDep, error_response
 
 logger = logging.getLogger(__name__)
 
-_ERROR_TYPES = {400: "BadRequestError", 404: "NotFoundError", 500: "InternalServerError"}
-
-
-class APIError(Exception):
-    """An error answered as vLLM's ``ErrorResponse``."""
-
-    def __init__(self, message: str, status_code: int = 400) -> None:
-        super().__init__(message)
-        self.message = message
-        self.status_code = status_code
-
-
-def error_response(message: str, status_code: int) -> JSONResponse:
-    """The JSON body vLLM sends for an error."""
-    body = ErrorResponse(
-        error=ErrorInfo(
-            message=message, type=_ERROR_TYPES.get(status_code, "Error"), code=status_code
-        )
-    )
-    return JSONResponse(body.model_dump(), status_code=status_code)
-
-
-@dataclass
-class ServerState:
-    """What the routes share: the engine and the adapter rules."""
-
-    engine: Engine
-    adapters_root: Path
-    max_lora_rank: int
-    admin_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-
-
-def _state(request: Request) -> ServerState:
-    state: ServerState = request.app.state.server
-    return state
-
-
-StateDep = Annotated[ServerState, Depends(_state)]
-
 router = APIRouter()
-admin_router = APIRouter()
 
 
 # ---- helpers ---------------------------------------------------------------------------
 
 
-def _resolve_model(state: ServerState, name: str | None) -> AdapterVersion | None:
+def _resolve_model(state: ServerState, name: str | None) -> LoadedAdapter | None:
     """The adapter a request's ``model`` names (None = base), with a reference taken."""
     loaded = state.engine.loaded
     if name is None or name in loaded.request_names:
@@ -142,7 +101,7 @@ def _sampling(
     )
 
 
-def _chat_logprobs(delta: Delta) -> list[ChatTokenLogprob]:
+def _chat_logprobs(delta: TokenDelta) -> list[ChatTokenLogprob]:
     return [
         ChatTokenLogprob(
             token=lp.token,
@@ -357,7 +316,7 @@ async def completions(body: CompletionRequest, state: StateDep) -> Any:
     prompts = _completion_prompts(engine, body.prompt)
     if body.stream and len(prompts) > 1:
         raise APIError("Streaming supports one prompt per request; send one request each.", 400)
-    adapters: list[AdapterVersion | None] = []
+    adapters: list[LoadedAdapter | None] = []
     requests: list[GenerationRequest] = []
     try:
         for _ in prompts:
@@ -418,7 +377,7 @@ async def completions(body: CompletionRequest, state: StateDep) -> Any:
     )
 
 
-def _add_completion_logprobs(out: CompletionLogprobs, delta: Delta, offset: int) -> None:
+def _add_completion_logprobs(out: CompletionLogprobs, delta: TokenDelta, offset: int) -> None:
     for lp in delta.logprobs:
         out.tokens.append(lp.token)
         out.token_logprobs.append(lp.logprob)
@@ -465,52 +424,6 @@ async def _completion_stream(
         )
         yield _sse(event.model_dump_json(exclude_none=True))
     yield _sse("[DONE]")
-
-
-@admin_router.post("/v1/load_lora_adapter", response_class=PlainTextResponse)
-async def load_lora_adapter(body: LoadLoRAAdapterRequest, state: StateDep) -> str:
-    """Load (or, with ``load_inplace``, replace) a LoRA adapter under ``lora_name``."""
-    if not body.lora_name or not body.lora_path:
-        raise APIError("Both 'lora_name' and 'lora_path' must be provided.", 400)
-    engine = state.engine
-    name = body.lora_name
-    if name in engine.loaded.request_names:
-        raise APIError(f"'{name}' is the base model's name; choose another adapter name.", 400)
-    async with state.admin_lock:
-        if engine.registry.get(name) is not None and not body.load_inplace:
-            raise APIError(
-                f"The lora adapter '{name}' has already been loaded. If you want to load the "
-                "adapter in place, set 'load_inplace' to True.",
-                400,
-            )
-        try:
-            spec = await asyncio.to_thread(
-                validate_adapter,
-                body.lora_path,
-                state.adapters_root,
-                state.max_lora_rank,
-                engine.loaded.base_names,
-            )
-            version = AdapterVersion(name=name, spec=spec)
-            await engine.load_adapter(version)
-        except AdapterError as exc:
-            raise APIError(exc.message, exc.status_code) from exc
-        engine.registry.publish(version)
-    logger.info("LoRA adapter '%s' loaded from %s (%s)", name, spec.path, version.uid)
-    return f"Success: LoRA adapter '{name}' added successfully."
-
-
-@admin_router.post("/v1/unload_lora_adapter", response_class=PlainTextResponse)
-async def unload_lora_adapter(body: UnloadLoRAAdapterRequest, state: StateDep) -> str:
-    """Stop serving ``lora_name``; requests already running on it finish on it."""
-    if not body.lora_name:
-        raise APIError("'lora_name' needs to be provided to unload a LoRA adapter.", 400)
-    async with state.admin_lock:
-        if state.engine.registry.remove(body.lora_name) is None:
-            raise APIError(f"The lora adapter '{body.lora_name}' cannot be found.", 404)
-    state.engine.wake()
-    logger.info("LoRA adapter '%s' unloaded", body.lora_name)
-    return f"Success: LoRA adapter '{body.lora_name}' removed successfully."
 
 
 # ---- app -------------------------------------------------------------------------------

@@ -5,11 +5,14 @@ from __future__ import annotations
 import os
 import socket
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
+
+T = TypeVar("T")
 
 # Tests never reach a model hub; fail fast instead of waiting on the network.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -83,6 +86,37 @@ def model_server(tiny_chat_model: Path, tmp_path_factory: pytest.TempPathFactory
     server = start_model_server(tiny_chat_model, tmp_path_factory.mktemp("adapters"))
     yield server
     stop(server.proc)
+
+
+def wait_until(
+    predicate: Callable[[], T | bool | None],
+    timeout: float,
+    *,
+    interval: float = 0.2,
+    what: str = "the condition",
+    alive: Callable[[], None] | None = None,
+) -> T:
+    """Poll ``predicate`` until it returns something truthy; return that.
+
+    ``alive`` is called on each round and may raise (a server process that died) so a
+    test fails with the real reason instead of waiting out its timeout. A predicate that
+    raises ``OSError`` or an httpx transport error counts as "not yet".
+    """
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while True:
+        if alive is not None:
+            alive()
+        try:
+            value = predicate()
+        except (OSError, httpx.TransportError):
+            value = None
+        if value:
+            return value  # type: ignore[return-value]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
 
 
 def free_port() -> int:

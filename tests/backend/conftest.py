@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import free_port, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -89,18 +88,23 @@ def start_server(
     with log.open("wb") as sink:
         process = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=sink, stderr=subprocess.STDOUT)
     root = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def alive() -> None:
         if process.poll() is not None:
             raise RuntimeError(f"server exited with {process.returncode}:\n{log.read_text()}")
-        try:
-            if httpx.get(f"{root}/health", timeout=1).status_code == 200:
-                return Server(f"{root}/v1", root, adapters_root, model_path, process, log)
-        except httpx.TransportError:
-            pass
-        time.sleep(0.3)
-    process.kill()
-    raise RuntimeError(f"server not ready after {timeout} s:\n{log.read_text()}")
+
+    try:
+        wait_until(
+            lambda: httpx.get(f"{root}/health", timeout=1).status_code == 200,
+            timeout,
+            interval=0.3,
+            what=f"{root}/health",
+            alive=alive,
+        )
+    except AssertionError as exc:
+        process.kill()
+        raise RuntimeError(f"server not ready after {timeout} s:\n{log.read_text()}") from exc
+    return Server(f"{root}/v1", root, adapters_root, model_path, process, log)
 
 
 def stop_server(server: Server) -> None:

@@ -23,7 +23,7 @@ def sdk(server: Server) -> openai.OpenAI:
 
 def test_health_and_models(server: Server, sdk: openai.OpenAI) -> None:
     health = httpx.get(f"{server.root_url}/health").json()
-    assert health == {"status": "ok", "model": "tiny", "demo_model": False}
+    assert health == {"status": "ok", "model": "tiny", "demo_model": False, "fallback": False}
     models = sdk.models.list().data
     assert [m.id for m in models] == ["tiny"]
 
