@@ -20,11 +20,10 @@ from app.api.deps import CurrentUser, ServicesDep
 from app.api.schemas import DocumentOut, UploadResult
 from app.services import Services
 from app.store import documents as store
+from retriever.parsing import SUPPORTED
 
 logger = logging.getLogger(__name__)
 router = APIRouter(tags=["documents"])
-
-SUPPORTED = {".pdf", ".md", ".markdown", ".html", ".htm", ".txt", ".text"}
 
 
 def document_id(user_id: str, collection: str, filename: str) -> str:
