@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from prometheus_client import Counter, Histogram
+
+if TYPE_CHECKING:
+    from app.store.records import TurnRecord
 
 REQUESTS = Counter("flywheel_http_requests_total", "HTTP requests", ["method", "route", "status"])
 REQUEST_SECONDS = Histogram(
@@ -21,14 +24,14 @@ TOKENS = Counter("flywheel_tokens_total", "Tokens processed by the model", ["kin
 TURNS = Counter("flywheel_turns_total", "Turns answered", ["outcome"])
 
 
-def observe_turn(final: dict[str, Any], seconds: float) -> None:
+def observe_turn(record: TurnRecord, seconds: float) -> None:
     """Record a finished turn's stage timings, tokens and outcome."""
     TURN_SECONDS.observe(seconds)
-    for name, ms in (final.get("timings") or {}).items():
+    for name, ms in record.timings.items():
         if name.endswith("_ms") and name != "total_ms":
             STAGE_SECONDS.labels(name.removesuffix("_ms")).observe(ms / 1000)
-    usage = final.get("usage") or {}
-    for kind in ("prompt_tokens", "completion_tokens"):
-        if usage.get(kind):
-            TOKENS.labels(kind.removesuffix("_tokens")).inc(usage[kind])
-    TURNS.labels("error" if final.get("error") else "ok").inc()
+    if record.prompt_tokens:
+        TOKENS.labels("prompt").inc(record.prompt_tokens)
+    if record.completion_tokens:
+        TOKENS.labels("completion").inc(record.completion_tokens)
+    TURNS.labels("error" if record.error else "ok").inc()

@@ -13,7 +13,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from app.agent.context import Context
 from app.agent.graph import compile_graph
@@ -23,6 +23,14 @@ from app.store import Database, open_database
 from app.store.adapters import active_adapter
 from app.store.threads import save_turn
 from backend.client import AsyncModelClient
+
+if TYPE_CHECKING:
+    from langgraph.checkpoint.base import BaseCheckpointSaver
+    from langgraph.graph.state import CompiledStateGraph
+    from qdrant_client import QdrantClient
+
+    from memory import UserMemory
+    from retriever import Retriever
 
 logger = logging.getLogger(__name__)
 
@@ -61,11 +69,11 @@ class Services:
     client: AsyncModelClient
     llm: ServedModel
     base_model: str
-    graph: Any
-    checkpointer: Any
-    retriever: Any = None
-    memory: Any = None
-    qdrant: Any = None
+    graph: CompiledStateGraph[Any, Any, Any, Any]
+    checkpointer: BaseCheckpointSaver[Any]
+    retriever: Retriever | None = None
+    memory: UserMemory | None = None
+    qdrant: QdrantClient | None = None
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     users: UserCache = field(default_factory=UserCache)
 
@@ -143,7 +151,9 @@ async def _checkpointer(stack: AsyncExitStack, settings: AppSettings, db: Databa
     )
 
 
-def _open_search(settings: AppSettings) -> tuple[Any, Any, Any]:
+def _open_search(
+    settings: AppSettings, model_server_url: str, base_model: str
+) -> tuple[Any, Any, Any]:
     """Qdrant client, retriever and memory (blocking: models load here)."""
     from memory import UserMemory
     from memory.settings import get_settings as memory_settings
@@ -160,7 +170,7 @@ def _open_search(settings: AppSettings) -> tuple[Any, Any, Any]:
     r_settings = retriever_settings()
     qdrant = open_client(r_settings)
     retriever = Retriever(qdrant, r_settings)
-    m_settings = memory_settings()
+    m_settings = memory_settings().for_server(model_server_url, base_model)
     memory = UserMemory(m_settings, qdrant) if m_settings.enabled else None
     if memory is not None:
         memory.warm_up()  # load mem0 and its embedder now, not on the first chat
@@ -179,7 +189,9 @@ async def open_services(settings: AppSettings) -> AsyncIterator[Services]:
         client = AsyncModelClient(backend.base_url)
         stack.push_async_callback(client.aclose)
         base_model = await _served_base_model(client, backend.model_name, settings.model_wait_s)
-        qdrant, retriever, memory = await asyncio.to_thread(_open_search, settings)
+        qdrant, retriever, memory = await asyncio.to_thread(
+            _open_search, settings, backend.base_url, base_model
+        )
         if qdrant is not None:
             stack.callback(qdrant.close)
         if memory is not None:

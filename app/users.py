@@ -10,16 +10,13 @@ import argparse
 import logging
 import sys
 
-from sqlalchemy import select
-
 from app.auth import hash_api_key, new_api_key
-from app.store import Database, Role, User
+from app.store import Database, User
+from app.store.users import UserExists, add_user, user_by_key_hash, user_by_name
+
+__all__ = ["UserExists", "create_user", "user_by_key", "user_by_name"]
 
 logger = logging.getLogger(__name__)
-
-
-class UserExists(ValueError):
-    """A user of that name exists already."""
 
 
 def create_user(db: Database, name: str, *, admin: bool = False) -> tuple[User, str]:
@@ -28,26 +25,12 @@ def create_user(db: Database, name: str, *, admin: bool = False) -> tuple[User, 
     if not name:
         raise ValueError("a user needs a non-empty name")
     key = new_api_key()
-    with db.session() as session:
-        if session.scalar(select(User).where(User.name == name)) is not None:
-            raise UserExists(f"a user named {name!r} exists already; pick another name")
-        user = User(
-            name=name, api_key_hash=hash_api_key(key), role=Role.admin if admin else Role.user
-        )
-        session.add(user)
-    return user, key
+    return add_user(db, name, hash_api_key(key), admin=admin), key
 
 
 def user_by_key(db: Database, key: str) -> User | None:
     """The user holding ``key``, or None."""
-    with db.session() as session:
-        return session.scalar(select(User).where(User.api_key_hash == hash_api_key(key)))
-
-
-def user_by_name(db: Database, name: str) -> User | None:
-    """The user called ``name``, or None."""
-    with db.session() as session:
-        return session.scalar(select(User).where(User.name == name))
+    return user_by_key_hash(db, hash_api_key(key))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -162,7 +162,7 @@ def report(name: str, ours: list[float], peer_name: str, peer: list[float], targ
     )
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=10)
     parser.add_argument("--per-user", type=int, default=1000)
@@ -174,15 +174,92 @@ def main() -> None:
         default=0,
         help="torch intra-op threads (0: torch's default); 1 helps a lot on a busy small CPU",
     )
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.WARNING)
-    if args.torch_threads:
-        import torch
+    return parser.parse_args()
 
-        torch.set_num_threads(args.torch_threads)
 
+def measure_recall(
+    memories: Any, client: Any, encoder: Any, collection: str, target: str, n: int
+) -> dict[str, list[float]]:
+    """Recall against a bare embed + filtered query, and the embedding alone."""
+    from qdrant_client import models
+
+    user_filter = models.Filter(
+        must=[models.FieldCondition(key="user_id", match=models.MatchValue(value=target))]
+    )
+
+    def raw_query(i: int) -> None:
+        vector = encoder.encode(QUERIES[i % len(QUERIES)], convert_to_numpy=True).tolist()
+        client.query_points(collection, query=vector, query_filter=user_filter, limit=5)
+
+    return {
+        "recall": timed(
+            lambda i: memories.recall(target, QUERIES[i % len(QUERIES)], k=5), n, "recall"
+        ),
+        "raw": timed(raw_query, n, "raw query"),
+        "embed": timed(
+            lambda i: encoder.encode(QUERIES[i % len(QUERIES)], convert_to_numpy=True),
+            n,
+            "embed query",
+        ),
+    }
+
+
+def measure_writes(
+    memories: Any, client: Any, encoder: Any, collection: str, url: str, writes: int
+) -> dict[str, list[float]]:
+    """remember() with and without extraction, against a bare upsert and a bare chat call."""
     from openai import OpenAI
-    from qdrant_client import QdrantClient, models
+    from qdrant_client import models
+
+    rng = random.Random(1)
+    writer = "user-writer"
+
+    def raw_upsert(i: int) -> None:
+        text = fact(rng, 20_000 + i)
+        vector = encoder.encode(text, convert_to_numpy=True).tolist()
+        point = models.PointStruct(
+            id=str(uuid.uuid4()), vector=vector, payload={"user_id": writer, "data": text}
+        )
+        client.upsert(collection, points=[point])
+
+    extract_n = max(10, writes // 3)
+    chat = OpenAI(base_url=url, api_key="x", max_retries=0)
+    exchange = [{"role": "assistant", "content": "Noted!"}]
+    return {
+        "plain": timed(
+            lambda i: memories.remember(
+                writer, [{"role": "user", "content": fact(rng, 10_000 + i)}], infer=False
+            ),
+            writes,
+            "remember infer=False",
+        ),
+        "raw_write": timed(raw_upsert, writes, "raw upsert"),
+        "inferred": timed(
+            lambda i: memories.remember(
+                writer,
+                [{"role": "user", "content": f"I drink a lot of tea, kind {i}"}, *exchange],
+            ),
+            extract_n,
+            "remember infer=True",
+        ),
+        "raw_chat": timed(
+            lambda i: chat.chat.completions.create(
+                model="bench", messages=[{"role": "user", "content": "hi"}]
+            ),
+            extract_n,
+            "raw chat request",
+        ),
+    }
+
+
+def main() -> None:
+    args = parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    import torch
+
+    if args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
+    from qdrant_client import QdrantClient
 
     from memory import MemorySettings, UserMemory
 
@@ -192,7 +269,9 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         client = QdrantClient(path=str(Path(tmp) / "qdrant"))
-        settings = MemorySettings(DATA_DIR=Path(tmp), MEMORY_LLM_URL=url, MEMORY_TIMEOUT_S=10)
+        settings = MemorySettings(
+            DATA_DIR=Path(tmp), MEMORY_LLM_URL=url, MEMORY_LLM_MODEL="bench", MEMORY_TIMEOUT_S=10
+        )
         memories = UserMemory(settings, client)
         start = time.perf_counter()
         memories.warm_up()
@@ -200,87 +279,35 @@ def main() -> None:
         mem0 = memories._mem0()
         encoder = mem0.embedding_model.model  # the very SentenceTransformer mem0 uses
 
-        rng = random.Random(0)
         users = [f"user-{n}" for n in range(args.users)]
-        seed(mem0, users, args.per_user, rng)
-        target = users[0]
+        seed(mem0, users, args.per_user, random.Random(0))
         points = client.count(settings.collection).count
         print(f"{points} memories, {args.per_user} for the measured user among {args.users}")
-
-        recall = timed(
-            lambda i: memories.recall(target, QUERIES[i % len(QUERIES)], k=5),
-            args.queries,
-            "recall",
-        )
-        user_filter = models.Filter(
-            must=[models.FieldCondition(key="user_id", match=models.MatchValue(value=target))]
-        )
-
-        def raw_query(i: int) -> None:
-            vector = encoder.encode(QUERIES[i % len(QUERIES)], convert_to_numpy=True).tolist()
-            client.query_points(
-                settings.collection, query=vector, query_filter=user_filter, limit=5
-            )
-
-        raw_recall = timed(raw_query, args.queries, "raw query")
-
-        embed_only = timed(
-            lambda i: encoder.encode(QUERIES[i % len(QUERIES)], convert_to_numpy=True),
-            args.queries,
-            "embed query",
-        )
-
-        writer = "user-writer"
-        plain = timed(
-            lambda i: memories.remember(
-                writer, [{"role": "user", "content": fact(rng, 10_000 + i)}], infer=False
-            ),
-            args.writes,
-            "remember infer=False",
-        )
-
-        def raw_upsert(i: int) -> None:
-            text = fact(rng, 20_000 + i)
-            vector = encoder.encode(text, convert_to_numpy=True).tolist()
-            point = models.PointStruct(
-                id=str(uuid.uuid4()), vector=vector, payload={"user_id": writer, "data": text}
-            )
-            client.upsert(settings.collection, points=[point])
-
-        raw_write = timed(raw_upsert, args.writes, "raw upsert")
-
-        extract_n = max(10, args.writes // 3)
-        inferred = timed(
-            lambda i: memories.remember(
-                writer,
-                [
-                    {"role": "user", "content": f"I drink a lot of tea, kind {i}"},
-                    {"role": "assistant", "content": "Noted!"},
-                ],
-            ),
-            extract_n,
-            "remember infer=True",
-        )
-        chat = OpenAI(base_url=url, api_key="x", max_retries=0)
-        raw_chat = timed(
-            lambda i: chat.chat.completions.create(
-                model="bench", messages=[{"role": "user", "content": "hi"}]
-            ),
-            extract_n,
-            "raw chat request",
-        )
+        col = settings.collection
+        r = measure_recall(memories, client, encoder, col, users[0], args.queries)
+        w = measure_writes(memories, client, encoder, col, url, args.writes)
 
         load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-        import torch
-
         print(
             f"\n{os.cpu_count()} CPUs, load average now {load} (other work shares the CPU), "
             f"torch threads {torch.get_num_threads()}"
         )
-        report("recall k=5", recall, "embed + query_points (same filter)", raw_recall, "p95<=20")
-        report("recall k=5", recall, "embedding the query alone", embed_only, "p95<=20")
-        report("remember infer=False", plain, "embed + upsert one point", raw_write, "p95<=100")
-        report("remember infer=True", inferred, "bare chat request to responder", raw_chat, "-")
+        report("recall k=5", r["recall"], "embed + query_points (same filter)", r["raw"], "p95<=20")
+        report("recall k=5", r["recall"], "embedding the query alone", r["embed"], "p95<=20")
+        report(
+            "remember infer=False",
+            w["plain"],
+            "embed + upsert one point",
+            w["raw_write"],
+            "p95<=100",
+        )
+        report(
+            "remember infer=True",
+            w["inferred"],
+            "bare chat request to responder",
+            w["raw_chat"],
+            "-",
+        )
         memories.close()
         client.close()
     server.shutdown()

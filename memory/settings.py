@@ -15,7 +15,6 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-DEFAULT_LLM = "Qwen/Qwen2.5-1.5B-Instruct"
 # all-MiniLM-L6-v2, the default local embedder, outputs 384-dimensional vectors.
 MINILM_DIMS = 384
 
@@ -46,18 +45,16 @@ class MemorySettings(BaseSettings):
     llm_url: str = Field(
         "",
         alias="MEMORY_LLM_URL",
-        description="OpenAI-compatible base URL (…/v1) for extraction; empty = the model server.",
+        description=(
+            "OpenAI-compatible base URL (…/v1) for extraction; empty = the model server the "
+            "API talks to."
+        ),
     )
-    model_server_url: str = Field(
-        "",
-        alias="MODEL_SERVER_URL",
-        description="OpenAI-compatible base URL of the model server (embedded or vLLM).",
-    )
-    model_server_port: int = Field(8001, alias="MODEL_SERVER_PORT", ge=1, le=65535)
     llm_model: str = Field(
-        "", alias="MEMORY_LLM_MODEL", description="Model name for extraction; empty = LLM_MODEL."
+        "",
+        alias="MEMORY_LLM_MODEL",
+        description="Model name for extraction; empty = the model the API serves.",
     )
-    served_model: str = Field(DEFAULT_LLM, alias="LLM_MODEL", description="The served chat model.")
     llm_api_key: str = Field(
         "not-needed",
         alias="MEMORY_LLM_API_KEY",
@@ -102,18 +99,32 @@ class MemorySettings(BaseSettings):
         """mem0's SQLite history of memory changes."""
         return self.memory_dir / "history.db"
 
+    def for_server(self, base_url: str, model: str) -> MemorySettings:
+        """These settings with extraction on the API's own model server where none is set.
+
+        The API knows the model server's URL and the served model's name already; memory
+        takes them from it rather than working them out again.
+        """
+        return self.model_copy(
+            update={"llm_url": self.llm_url or base_url, "llm_model": self.llm_model or model}
+        )
+
     @property
     def llm_base_url(self) -> str:
         """Base URL of the OpenAI-compatible server used for extraction, ending in ``/v1``."""
-        url = self.llm_url or self.model_server_url
-        if url:
-            return url.rstrip("/")
-        return f"http://127.0.0.1:{self.model_server_port}/v1"
+        if not self.llm_url:
+            raise ValueError(
+                "memory has no extraction server: set MEMORY_LLM_URL, or open memory through "
+                "the API, which hands it the model server's URL"
+            )
+        return self.llm_url.rstrip("/")
 
     @property
     def llm_model_name(self) -> str:
         """The model name sent with extraction requests."""
-        return self.llm_model or self.served_model
+        if not self.llm_model:
+            raise ValueError("memory has no extraction model: set MEMORY_LLM_MODEL")
+        return self.llm_model
 
     def embedder_path(self) -> str:
         """The embedding model to load: the configured one, or the packaged MiniLM."""

@@ -20,11 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import selectinload
-
 from app.store.db import Database
-from app.store.models import Feedback, Turn, User
+from app.store.feedback import training_signals
+from app.store.models import Turn
 from rl_trainer.config import Recipe
 
 logger = logging.getLogger(__name__)
@@ -75,17 +73,7 @@ def collect_signals(
     db: Database, recipe: Recipe, judge_model: str | None, counts: dict[str, int]
 ) -> list[Signal]:
     """Turns worth learning from, each with its (capped) signal; ``counts`` says what fell out."""
-    with db.session() as session:
-        untrusted = set(session.scalars(select(User.id).where(User.trusted.is_(False))))
-        turns = list(
-            session.scalars(
-                select(Turn)
-                .options(selectinload(Turn.feedback), selectinload(Turn.judgments))
-                .order_by(Turn.created_at)
-            )
-        )
-        feedback = list(session.scalars(select(Feedback).order_by(Feedback.created_at)))
-        session.expunge_all()
+    untrusted, turns, feedback = training_signals(db)
     # The rating cap: the first N ratings of each user on each day count, the rest do not.
     used: dict[tuple[str, str], int] = defaultdict(int)
     counted: set[str] = set()

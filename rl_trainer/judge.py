@@ -18,11 +18,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from sqlalchemy import select
 from tqdm import tqdm
 
 from app.store.db import Database
-from app.store.models import Judgment, Turn
+from app.store.feedback import add_judgment, turns_to_judge
+from app.store.models import Turn
 from backend.client import ModelClient
 from backend.errors import ModelServerError
 from rl_trainer.rewards import REWARDS
@@ -257,21 +257,7 @@ def num_sources(turn: Turn) -> int:
 def judge_turns(db: Database, judge: Judge, *, limit: int | None = None) -> JudgeStats:
     """Judge every stored answer this judge and rubric have not judged yet."""
     stats = JudgeStats()
-    with db.session() as session:
-        done = set(
-            session.scalars(
-                select(Judgment.turn_id).where(
-                    Judgment.judge_model == judge.model,
-                    Judgment.rubric_version == judge.rubric_version,
-                )
-            )
-        )
-        turns = [
-            t
-            for t in session.scalars(select(Turn).order_by(Turn.created_at))
-            if t.answer and not t.error and t.messages
-        ]
-        session.expunge_all()
+    done, turns = turns_to_judge(db, judge.model, judge.rubric_version)
     stats.already = sum(1 for t in turns if t.id in done)
     todo = [t for t in turns if t.id not in done][:limit]
     for turn in tqdm(todo, desc=f"judging ({judge.model})", unit="turn", disable=not todo):
@@ -279,17 +265,15 @@ def judge_turns(db: Database, judge: Judge, *, limit: int | None = None) -> Judg
         if verdict is None:
             stats.unparseable += 1
             continue
-        with db.session() as session:
-            session.add(
-                Judgment(
-                    turn_id=turn.id,
-                    judge_model=judge.model,
-                    rubric_version=judge.rubric_version,
-                    scores=verdict.scores,
-                    overall=verdict.overall,
-                    rationale=verdict.rationale,
-                )
-            )
+        add_judgment(
+            db,
+            turn_id=turn.id,
+            judge_model=judge.model,
+            rubric_version=judge.rubric_version,
+            scores=verdict.scores,
+            overall=verdict.overall,
+            rationale=verdict.rationale,
+        )
         stats.judged += 1
     logger.info(
         "judged %d turns (%d unparseable, no judgment; %d judged before)",

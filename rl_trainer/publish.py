@@ -22,8 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select
-
+from app.store import adapters as adapters_store
 from app.store.db import Database
 from app.store.models import AdapterStatus, AdapterVersion
 from backend.client import ModelClient
@@ -65,16 +64,13 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
 
 def next_version(db: Database, name: str, adapters_root: Path) -> int:
     """One past the highest version of ``name`` in the store *or* on disk (never reused)."""
-    with db.session() as session:
-        stored = session.scalar(
-            select(func.max(AdapterVersion.version)).where(AdapterVersion.name == name)
-        )
+    stored = adapters_store.highest_version(db, name)
     on_disk = [
         int(m.group(1))
         for p in (adapters_root / name).glob("v*")
         if (m := _VERSION_DIR.match(p.name)) is not None
     ]
-    return max([stored or 0, *on_disk]) + 1
+    return max([stored, *on_disk]) + 1
 
 
 def clean_stale(parent: Path) -> None:
@@ -127,16 +123,14 @@ def publish(
         "published_at": datetime.now(UTC).isoformat(),
     }
     write_version(adapter_dir, target, full)
-    with db.session() as session:
-        row = AdapterVersion(
-            name=name,
-            version=version,
-            path=str(target.resolve()),
-            base_model=base_model,
-            status=AdapterStatus.candidate,
-            manifest=full,
-        )
-        session.add(row)
+    row = adapters_store.add_version(
+        db,
+        name=name,
+        version=version,
+        path=str(target.resolve()),
+        base_model=base_model,
+        manifest=full,
+    )
     logger.info("published %s at %s (candidate)", row.served_name, target)
     return row
 
@@ -148,12 +142,7 @@ def get_version(db: Database, name: str, version: int | str) -> AdapterVersion:
     if match is None:
         raise PublishError(f"{text!r} is not a version of {name!r} (give 3, v3 or {name}-v3)")
     number = int(match.group(1))
-    with db.session() as session:
-        row = session.scalar(
-            select(AdapterVersion).where(
-                AdapterVersion.name == name, AdapterVersion.version == number
-            )
-        )
+    row = adapters_store.find_version(db, name, number)
     if row is None:
         raise PublishError(f"no version {name}-v{number} in the store; see rl-trainer status")
     return row
@@ -161,12 +150,9 @@ def get_version(db: Database, name: str, version: int | str) -> AdapterVersion:
 
 def update_manifest(db: Database, row: AdapterVersion, **fields: Any) -> AdapterVersion:
     """Merge ``fields`` into the version's manifest, in the store and on disk."""
-    with db.session() as session:
-        current = session.get(AdapterVersion, row.id)
-        if current is None:
-            raise PublishError(f"version {row.served_name} vanished from the store")
-        current.manifest = {**current.manifest, **fields}
-        manifest = current.manifest
+    manifest = adapters_store.merge_manifest(db, row.id, fields)
+    if manifest is None:
+        raise PublishError(f"version {row.served_name} vanished from the store")
     path = Path(row.path) / MANIFEST
     if path.parent.is_dir():
         write_json_atomic(path, manifest)
@@ -176,10 +162,7 @@ def update_manifest(db: Database, row: AdapterVersion, **fields: Any) -> Adapter
 
 def set_status(db: Database, row: AdapterVersion, status: AdapterStatus) -> None:
     """Set one version's status (not ``active``: use :func:`promote`)."""
-    with db.session() as session:
-        current = session.get(AdapterVersion, row.id)
-        if current is not None:
-            current.status = status
+    adapters_store.set_status(db, row.id, status)
     row.status = status
 
 
@@ -207,18 +190,9 @@ def check_answers(client: ModelClient, model: str) -> None:
 
 def _flip(db: Database, target: AdapterVersion | None, previous_status: AdapterStatus) -> None:
     """Make ``target`` the only active version (None: the base model), in one transaction."""
-    with db.session() as session:
-        for active in session.scalars(
-            select(AdapterVersion).where(AdapterVersion.status == AdapterStatus.active)
-        ):
-            if target is None or active.id != target.id:
-                active.status = previous_status
-        if target is not None:
-            current = session.get(AdapterVersion, target.id)
-            if current is None:
-                raise PublishError(f"version {target.served_name} vanished from the store")
-            current.status = AdapterStatus.active
-            current.promoted_at = datetime.now(UTC)
+    if not adapters_store.flip_active(db, target.id if target else None, previous_status):
+        assert target is not None
+        raise PublishError(f"version {target.served_name} vanished from the store")
 
 
 def promote(db: Database, client: ModelClient, row: AdapterVersion) -> AdapterVersion:
@@ -243,24 +217,9 @@ def rollback(db: Database, client: ModelClient, name: str) -> AdapterVersion | N
     The rolled-back version is marked rejected so a second rollback goes further back.
     The previous version is loaded again first if the server no longer has it.
     """
-    with db.session() as session:
-        current = session.scalar(
-            select(AdapterVersion).where(
-                AdapterVersion.name == name, AdapterVersion.status == AdapterStatus.active
-            )
-        )
-        if current is None:
-            raise PublishError(f"no active version of {name!r} to roll back from")
-        previous = session.scalar(
-            select(AdapterVersion)
-            .where(
-                AdapterVersion.name == name,
-                AdapterVersion.status == AdapterStatus.retired,
-                AdapterVersion.promoted_at.is_not(None),
-                AdapterVersion.id != current.id,
-            )
-            .order_by(AdapterVersion.promoted_at.desc())
-        )
+    current, previous = adapters_store.rollback_pair(db, name)
+    if current is None:
+        raise PublishError(f"no active version of {name!r} to roll back from")
     if previous is not None:
         try:
             ensure_loaded(client, previous)
@@ -269,15 +228,7 @@ def rollback(db: Database, client: ModelClient, name: str) -> AdapterVersion | N
                 f"could not reload {previous.served_name} from {previous.path}: {exc}"
             ) from exc
         check_answers(client, previous.served_name)
-    with db.session() as session:
-        if previous is not None:
-            row = session.get(AdapterVersion, previous.id)
-            if row is not None:
-                row.status = AdapterStatus.active  # promoted_at keeps its first promotion
-        old = session.get(AdapterVersion, current.id)
-        if old is not None:
-            old.status = AdapterStatus.rejected
-            old.manifest = {**old.manifest, "rolled_back_at": datetime.now(UTC).isoformat()}
+    adapters_store.roll_back(db, current.id, previous.id if previous else None)
     logger.info(
         "rolled back %s; now serving %s",
         current.served_name,

@@ -14,10 +14,11 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from app.store.records import CITATION
+
 RewardFunc = Callable[..., list[float | None]]
 
-CITATION = re.compile(r"\[(\d{1,3})\]")
-LEADING_CITATION = re.compile(r"^\s*\[(\d{1,3})\]")
+LEADING_CITATION = re.compile(r"^\s*" + CITATION.pattern)
 # Phrases an answer uses to say honestly that the sources lack the answer.
 NOT_IN_DOCUMENTS = re.compile(
     r"not in (the|your|these) (documents?|sources?)|"

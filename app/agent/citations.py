@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import re
-from typing import Any
-
-CITATION = re.compile(r"\[(\d{1,3})\]")
+from app.store.records import CITATION, ChunkData, SourceData
 
 
 def cited_numbers(answer: str) -> list[int]:
@@ -16,9 +13,13 @@ def cited_numbers(answer: str) -> list[int]:
     return list(seen)
 
 
-def cited_sources(answer: str, chunks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def cited_sources(answer: str, chunks: list[ChunkData]) -> list[SourceData]:
     """The chunks ``answer`` cites, each with its ``number``; citations to nothing dropped."""
-    return [{**chunks[n - 1], "number": n} for n in cited_numbers(answer) if 1 <= n <= len(chunks)]
+    return [
+        SourceData(**chunks[n - 1], number=n)
+        for n in cited_numbers(answer)
+        if 1 <= n <= len(chunks)
+    ]
 
 
 def drop_dangling(answer: str, count: int) -> str:

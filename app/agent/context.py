@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from app.store.records import TurnRecord
 
 
 class Searcher(Protocol):
@@ -92,5 +95,5 @@ class Context:
     """Chunks scoring below this are dropped."""
     sampling: dict[str, Any] = field(default_factory=dict)
     """Sampling parameters of the answer call (temperature, max_tokens...)."""
-    save_turn: Callable[[dict[str, Any]], None] | None = None
+    save_turn: Callable[[TurnRecord], None] | None = None
     """Writes the finished turn to the store in one transaction."""

@@ -20,6 +20,7 @@ from app.agent import prompts
 from app.agent.citations import cited_sources, drop_dangling
 from app.agent.context import Context
 from app.agent.state import Message, State
+from app.store.records import TurnRecord
 from backend.errors import ModelServerError
 
 logger = logging.getLogger(__name__)
@@ -253,27 +254,27 @@ async def store(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     ctx = runtime.context
     stages = (v for k, v in state.timings.items() if k != "first_token_ms")  # nested in generate
     timings = {**state.timings, "total_ms": round(sum(stages), 3)}
-    record = {
-        "id": ctx.turn_id,
-        "thread_id": ctx.thread_id,
-        "user_id": ctx.user_id,
-        "collection": ctx.collection,
-        "question": state.question,
-        "standalone_query": state.standalone_query,
-        "route": state.route,
-        "messages": state.prompt,
-        "retrieved": state.chunks,
-        "memories": state.memories,
-        "answer": state.answer,
-        "sources": state.sources,
-        "model": ctx.base_model,
-        "adapter_version": ctx.adapter_version,
-        "sampling": {**ctx.sampling},
-        "timings": timings,
-        "prompt_tokens": state.usage.get("prompt_tokens"),
-        "completion_tokens": state.usage.get("completion_tokens"),
-        "error": state.error,
-    }
+    record = TurnRecord(
+        id=ctx.turn_id,
+        thread_id=ctx.thread_id,
+        user_id=ctx.user_id,
+        collection=ctx.collection,
+        question=state.question,
+        standalone_query=state.standalone_query,
+        route=state.route,
+        messages=state.prompt,
+        retrieved=state.chunks,
+        memories=state.memories,
+        answer=state.answer,
+        sources=state.sources,
+        model=ctx.base_model,
+        adapter_version=ctx.adapter_version,
+        sampling={**ctx.sampling},
+        timings=timings,
+        prompt_tokens=state.usage.get("prompt_tokens"),
+        completion_tokens=state.usage.get("completion_tokens"),
+        error=state.error,
+    )
     if ctx.save_turn is not None:
         start = time.perf_counter()
         await asyncio.to_thread(ctx.save_turn, record)
@@ -281,7 +282,5 @@ async def store(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     history: list[Message] = [{"role": "user", "content": state.question}]
     if state.answer:
         history.append({"role": "assistant", "content": state.answer})
-    runtime.stream_writer(
-        {"event": "turn", "turn": {**record, "chunks": state.chunks, "usage": state.usage}}
-    )
+    runtime.stream_writer({"event": "turn", "turn": record})
     return {"messages": history, "timings": timings}

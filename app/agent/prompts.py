@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from app.store.records import ChunkData, MemoryData
+
 ANSWER_SYSTEM = """You are Flywheel, a helpful assistant that answers from the user's documents.
 Answer the question using only the numbered sources below. Cite every source you use with
 its number in square brackets, like [1] or [2][3]. If the sources do not contain the answer,
@@ -22,7 +24,7 @@ NOT_FOUND = (
 )
 
 
-def source_label(chunk: dict[str, object], *, heading: bool = True) -> str:
+def source_label(chunk: ChunkData, *, heading: bool = True) -> str:
     """Where a passage comes from: title, page and (optionally) heading."""
     parts = (
         str(chunk.get("title") or ""),
@@ -32,7 +34,7 @@ def source_label(chunk: dict[str, object], *, heading: bool = True) -> str:
     return ", ".join(part for part in parts if part)
 
 
-def format_sources(chunks: list[dict[str, object]]) -> str:
+def format_sources(chunks: list[ChunkData]) -> str:
     """The numbered sources block of the answer prompt."""
     return "Sources:\n" + "\n\n".join(
         f"[{number}] ({source_label(chunk)})\n{chunk.get('text', '')}"
@@ -40,6 +42,6 @@ def format_sources(chunks: list[dict[str, object]]) -> str:
     )
 
 
-def format_memories(memories: list[dict[str, object]]) -> str:
+def format_memories(memories: list[MemoryData]) -> str:
     """The memories block of a prompt."""
     return "Memories about the user:\n" + "\n".join(f"- {m.get('text', '')}" for m in memories)

@@ -7,7 +7,9 @@ Per-turn fields are reset by the first node of every turn;
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Annotated
+
+from app.store.records import ChunkData, MemoryData, SourceData
 
 Message = dict[str, str]
 
@@ -37,15 +39,15 @@ class State(InputState):
     """``retrieve`` (search the documents) or ``direct`` (small talk, memory only)."""
     sub_queries: list[str] = field(default_factory=list)
     """At most 3 searches for a multi-hop question; empty means the standalone query."""
-    memories: list[dict[str, Any]] = field(default_factory=list)
+    memories: list[MemoryData] = field(default_factory=list)
     """What the assistant remembers about the user that bears on the question."""
-    chunks: list[dict[str, Any]] = field(default_factory=list)
+    chunks: list[ChunkData] = field(default_factory=list)
     """Retrieved passages, numbered from 1 in this order in the prompt."""
     prompt: list[Message] = field(default_factory=list)
     """The exact messages sent to the model for the answer."""
     answer: str = ""
     """The answer text as streamed."""
-    sources: list[dict[str, Any]] = field(default_factory=list)
+    sources: list[SourceData] = field(default_factory=list)
     """The passages the answer cites, with their citation numbers."""
     usage: dict[str, int] = field(default_factory=dict)
     """Token counts of the answer call."""

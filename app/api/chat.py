@@ -51,10 +51,10 @@ async def chat(
         )
     result = await collect(_chain(first, events))
     return ChatResponse(
-        answer=result["answer"],
-        sources=[Source.model_validate(s) for s in result["sources"]],
-        turn_id=result["turn_id"],
-        thread_id=result["thread_id"],
+        answer=result.answer,
+        sources=[Source.model_validate(s) for s in result.sources],
+        turn_id=result.turn_id,
+        thread_id=result.thread_id,
     )
 
 

@@ -9,13 +9,14 @@ from fastapi import APIRouter, Response, status
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from app.api.deps import CurrentUser, ServicesDep
+from app.api.schemas import HealthOut
 from backend.errors import ModelServerError
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/health")
-async def health(services: ServicesDep, response: Response) -> dict[str, Any]:
+@router.get("/health", response_model=HealthOut, responses={503: {"model": HealthOut}})
+async def health(services: ServicesDep, response: Response) -> HealthOut:
     """Model server, database and Qdrant; 503 when any is down. Reports a fallback or demo model."""
     model: dict[str, Any] = {"url": services.client.base_url, "model": services.base_model}
     try:
@@ -29,27 +30,32 @@ async def health(services: ServicesDep, response: Response) -> dict[str, Any]:
     except ModelServerError as exc:
         model |= {"ok": False, "error": str(exc), "demo_model": False, "fallback": False}
     database = await asyncio.to_thread(services.db.ping)
-    qdrant = services.qdrant is not None
-    if qdrant:
+    client = services.qdrant
+    qdrant = client is not None
+    if client is not None:
         try:
-            await asyncio.to_thread(services.qdrant.get_collections)
+            await asyncio.to_thread(client.get_collections)
         except Exception:  # any client error means Qdrant is not usable right now
             qdrant = False
     ok = model["ok"] and database and qdrant
     if not ok:
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
-    return {
-        "status": "ok" if ok else "degraded",
-        "model_server": model,
-        "database": database,
-        "qdrant": qdrant,
-        "demo_model": model["demo_model"],
-        "fallback": model["fallback"],
-        "memory": services.memory is not None,
-    }
+    return HealthOut(
+        status="ok" if ok else "degraded",
+        model_server=model,
+        database=database,
+        qdrant=qdrant,
+        demo_model=model["demo_model"],
+        fallback=model["fallback"],
+        memory=services.memory is not None,
+    )
 
 
-@router.get("/metrics")
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text"}},
+)
 async def metrics(user: CurrentUser) -> Response:
     """Prometheus metrics: requests, latency per stage, tokens."""
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -10,7 +10,18 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import metrics
-from app.api import admin, chat, documents, health, memories, openai_compat, threads
+from app.api import (
+    admin,
+    chat,
+    documents,
+    feedback,
+    health,
+    memories,
+    openai_compat,
+    threads,
+    users,
+)
+from app.api.errors import add_turn_error_handlers
 from app.services import open_services
 from app.settings import AppSettings, get_settings
 
@@ -63,8 +74,19 @@ def create_app(settings: AppSettings | None = None) -> FastAPI:
         version="0.1.0",
         lifespan=lifespan,
     )
-    for module in (chat, openai_compat, threads, documents, memories, health, admin):
+    for module in (
+        chat,
+        openai_compat,
+        threads,
+        feedback,
+        users,
+        documents,
+        memories,
+        health,
+        admin,
+    ):
         app.include_router(module.router)
+    add_turn_error_handlers(app)
 
     app.add_middleware(RequestMetrics)
     return app

@@ -7,7 +7,7 @@ import asyncio
 from fastapi import APIRouter, HTTPException, status
 
 from app.api.deps import CurrentUser, ServicesDep
-from app.api.schemas import MemoryOut
+from app.api.schemas import ForgetAllOut, MemoryOut
 
 router = APIRouter(tags=["memories"])
 
@@ -30,9 +30,9 @@ async def forget(memory_id: str, user: CurrentUser, services: ServicesDep) -> No
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no memory {memory_id!r}")
 
 
-@router.delete("/memories")
-async def forget_all(user: CurrentUser, services: ServicesDep) -> dict[str, int]:
+@router.delete("/memories", response_model=ForgetAllOut)
+async def forget_all(user: CurrentUser, services: ServicesDep) -> ForgetAllOut:
     """Forget everything about the caller."""
     if services.memory is None:
-        return {"deleted": 0}
-    return {"deleted": await asyncio.to_thread(services.memory.forget_all, user.id)}
+        return ForgetAllOut(deleted=0)
+    return ForgetAllOut(deleted=await asyncio.to_thread(services.memory.forget_all, user.id))

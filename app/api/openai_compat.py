@@ -13,39 +13,17 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException, status
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, Field
 
 from app.agent.prompts import source_label
 from app.api.deps import CurrentUser, ServicesDep
+from app.api.schemas import AGENT_MODEL, ModelCard, ModelList, OpenAIChatRequest
+from app.store.records import SourceData
 from app.turns import collect, start_turn
 
 router = APIRouter(prefix="/v1", tags=["openai"])
-AGENT_MODEL = "flywheel"
 
 
-class OpenAIMessage(BaseModel):
-    """A chat message (text content only)."""
-
-    role: str
-    content: str | list[dict[str, Any]] | None = None
-
-    def text(self) -> str:
-        """The message's text, joining text parts."""
-        if isinstance(self.content, list):
-            return "".join(p.get("text", "") for p in self.content if p.get("type") == "text")
-        return self.content or ""
-
-
-class OpenAIChatRequest(BaseModel):
-    """The part of OpenAI's chat request the agent uses."""
-
-    model: str = AGENT_MODEL
-    messages: list[OpenAIMessage] = Field(min_length=1)
-    stream: bool = False
-    user: str | None = None
-
-
-def sources_markdown(sources: list[dict[str, Any]]) -> str:
+def sources_markdown(sources: list[SourceData]) -> str:
     """The cited sources as a Markdown list."""
     if not sources:
         return ""
@@ -56,13 +34,10 @@ def sources_markdown(sources: list[dict[str, Any]]) -> str:
     return "\n\n**Sources**\n" + "\n".join(lines)
 
 
-@router.get("/models")
-async def models(user: CurrentUser) -> dict[str, Any]:
+@router.get("/models", response_model=ModelList)
+async def models(user: CurrentUser) -> ModelList:
     """The agent, as one model."""
-    return {
-        "object": "list",
-        "data": [{"id": AGENT_MODEL, "object": "model", "created": 0, "owned_by": "flywheel"}],
-    }
+    return ModelList(data=[ModelCard(id=AGENT_MODEL)])
 
 
 @router.post("/chat/completions", response_model=None)
@@ -119,7 +94,7 @@ async def chat_completions(
         return StreamingResponse(stream(), media_type="text/event-stream")
 
     result = await collect(events)
-    answer = result["answer"] + sources_markdown(result["sources"])
+    answer = result.answer + sources_markdown(result.sources)
     return {
         "id": completion_id,
         "object": "chat.completion",
@@ -133,5 +108,5 @@ async def chat_completions(
             }
         ],
         "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
-        "flywheel": {"turn_id": result["turn_id"]},
+        "flywheel": {"turn_id": result.turn_id},
     }

@@ -139,3 +139,110 @@ class FeedbackStat(BaseModel):
     up: int
     down: int
     share_up: float
+
+
+class HealthOut(BaseModel):
+    """``GET /health``: each dependency, and whether a fallback or demo model answers."""
+
+    status: Literal["ok", "degraded"]
+    model_server: dict[str, Any]
+    database: bool
+    qdrant: bool
+    demo_model: bool
+    fallback: bool
+    memory: bool
+
+
+class MeOut(BaseModel):
+    """``GET /me``: who the API key belongs to."""
+
+    id: str
+    name: str
+    role: str
+
+
+class ServingOut(BaseModel):
+    """``GET /admin/model``: the base model and the adapter now serving."""
+
+    base_model: str
+    adapter: AdapterOut | None
+
+
+class NewUser(BaseModel):
+    """A user to create."""
+
+    name: str = Field(min_length=1, max_length=128)
+    admin: bool = False
+
+
+class NewUserOut(BaseModel):
+    """The created user; the API key appears in this response only."""
+
+    id: str
+    name: str
+    role: str
+    api_key: str
+
+
+class TrustUpdate(BaseModel):
+    """Whether a user's turns may be trained on."""
+
+    trusted: bool
+
+
+class TrustOut(BaseModel):
+    """A user's trust after an update."""
+
+    id: str
+    name: str
+    trusted: bool
+
+
+class ForgetAllOut(BaseModel):
+    """``DELETE /memories``: how many memories were forgotten."""
+
+    deleted: int
+
+
+# ---- the OpenAI-compatible face of the agent (``/v1``) --------------------------------
+
+AGENT_MODEL = "flywheel"
+"""The name the agent goes by as an OpenAI model."""
+
+
+class OpenAIMessage(BaseModel):
+    """A chat message (text content only)."""
+
+    role: str
+    content: str | list[dict[str, Any]] | None = None
+
+    def text(self) -> str:
+        """The message's text, joining text parts."""
+        if isinstance(self.content, list):
+            return "".join(p.get("text", "") for p in self.content if p.get("type") == "text")
+        return self.content or ""
+
+
+class OpenAIChatRequest(BaseModel):
+    """The part of OpenAI's chat request the agent uses."""
+
+    model: str = AGENT_MODEL
+    messages: list[OpenAIMessage] = Field(min_length=1)
+    stream: bool = False
+    user: str | None = None
+
+
+class ModelCard(BaseModel):
+    """One model in ``GET /v1/models``."""
+
+    id: str
+    object: Literal["model"] = "model"
+    created: int = 0
+    owned_by: str = "flywheel"
+
+
+class ModelList(BaseModel):
+    """``GET /v1/models``."""
+
+    object: Literal["list"] = "list"
+    data: list[ModelCard]

@@ -1,4 +1,4 @@
-"""Threads and feedback on turns: only ever the caller's own."""
+"""Threads and their turns: only ever the caller's own."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import asyncio
 from fastapi import APIRouter, HTTPException, Response, status
 
 from app.api.deps import CurrentUser, ServicesDep
-from app.api.schemas import FeedbackOut, FeedbackRequest, Source, ThreadDetail, ThreadOut, TurnOut
+from app.api.schemas import Source, ThreadDetail, ThreadOut, TurnOut
 from app.store import threads as store
-from app.turns import numbered_sources
+from app.store.records import numbered_sources
 
 router = APIRouter(tags=["threads"])
 
@@ -32,10 +32,7 @@ async def get_thread(thread_id: str, user: CurrentUser, services: ServicesDep) -
             id=t.id,
             question=t.question,
             answer=t.answer,
-            sources=[
-                Source.model_validate(s)
-                for s in numbered_sources({"chunks": t.retrieved, "sources": t.sources})
-            ],
+            sources=[Source.model_validate(s) for s in numbered_sources(t.retrieved, t.sources)],
             created_at=t.created_at,
             adapter_version=t.adapter_version,
             error=t.error,
@@ -58,37 +55,4 @@ async def delete_thread(thread_id: str, user: CurrentUser, services: ServicesDep
     if not await asyncio.to_thread(store.delete_thread, services.db, user.id, thread_id):
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no thread {thread_id!r}")
     await services.checkpointer.adelete_thread(thread_id)
-    return Response(status_code=status.HTTP_204_NO_CONTENT)
-
-
-@router.get("/me")
-async def me(user: CurrentUser) -> dict[str, str]:
-    """Who the API key belongs to."""
-    return {"id": user.id, "name": user.name, "role": str(user.role)}
-
-
-@router.post("/turns/{turn_id}/feedback", response_model=FeedbackOut)
-async def feedback(
-    turn_id: str, body: FeedbackRequest, user: CurrentUser, services: ServicesDep
-) -> FeedbackOut:
-    """Rate an answer (+1/-1), optionally with a comment and a better answer."""
-    stored = await asyncio.to_thread(
-        store.set_feedback,
-        services.db,
-        user.id,
-        turn_id,
-        rating=body.rating,
-        comment=body.comment,
-        corrected_answer=body.corrected_answer,
-    )
-    if stored is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no turn {turn_id!r}")
-    return FeedbackOut.model_validate(stored, from_attributes=True)
-
-
-@router.delete("/turns/{turn_id}/feedback", status_code=status.HTTP_204_NO_CONTENT)
-async def unrate(turn_id: str, user: CurrentUser, services: ServicesDep) -> Response:
-    """Take back a rating (the thumb un-clicked)."""
-    if not await asyncio.to_thread(store.delete_feedback, services.db, user.id, turn_id):
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no rating of turn {turn_id!r}")
     return Response(status_code=status.HTTP_204_NO_CONTENT)

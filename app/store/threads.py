@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import selectinload
 
 from app.store.db import Database
-from app.store.models import Feedback, Thread, Turn, new_id
+from app.store.models import Thread, Turn, new_id
+from app.store.records import TurnRecord
 
 
 def get_or_create_thread(
@@ -56,11 +56,11 @@ def delete_thread(db: Database, user_id: str, thread_id: str) -> bool:
         return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-def save_turn(db: Database, record: dict[str, Any]) -> None:
+def save_turn(db: Database, record: TurnRecord) -> None:
     """Store a finished turn and touch its thread, in one transaction."""
     with db.session() as session:
-        session.add(Turn(**record))
-        thread = session.get(Thread, record["thread_id"])
+        session.add(Turn(**record.columns()))
+        thread = session.get(Thread, record.thread_id)
         if thread is not None:
             thread.updated_at = datetime.now(UTC)
 
@@ -70,39 +70,3 @@ def get_turn(db: Database, user_id: str, turn_id: str) -> Turn | None:
     with db.session() as session:
         turn = session.get(Turn, turn_id)
         return turn if turn is not None and turn.user_id == user_id else None
-
-
-def set_feedback(
-    db: Database,
-    user_id: str,
-    turn_id: str,
-    *,
-    rating: int,
-    comment: str | None,
-    corrected_answer: str | None,
-) -> Feedback | None:
-    """Record (or replace) the user's rating of their turn; None if the turn is not theirs."""
-    with db.session() as session:
-        turn = session.get(Turn, turn_id)
-        if turn is None or turn.user_id != user_id:
-            return None
-        feedback = session.scalar(
-            select(Feedback).where(Feedback.turn_id == turn_id, Feedback.user_id == user_id)
-        )
-        if feedback is None:
-            feedback = Feedback(turn_id=turn_id, user_id=user_id, rating=rating)
-            session.add(feedback)
-        feedback.rating = rating
-        feedback.comment = comment
-        feedback.corrected_answer = corrected_answer
-        feedback.created_at = datetime.now(UTC)
-    return feedback
-
-
-def delete_feedback(db: Database, user_id: str, turn_id: str) -> bool:
-    """Take back the user's rating of their turn; False when there is none to take back."""
-    with db.session() as session:
-        result = session.execute(
-            delete(Feedback).where(Feedback.turn_id == turn_id, Feedback.user_id == user_id)
-        )
-        return bool(result.rowcount)  # type: ignore[attr-defined]

@@ -7,32 +7,40 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import free_port, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 180) -> None:
     """Wait until ``url`` answers (any status), failing fast if ``proc`` died."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def alive() -> None:
         if proc.poll() is not None:
             out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
             raise RuntimeError(f"process exited with {proc.returncode}:\n{out[-4000:]}")
-        try:
-            httpx.get(url, timeout=2)
-            return
-        except httpx.TransportError:
-            time.sleep(0.3)
-    raise TimeoutError(f"{url} did not answer within {timeout} s")
+
+    wait_until(lambda: httpx.get(url, timeout=2), timeout, interval=0.3, what=url, alive=alive)
+
+
+def wait_ingested(
+    client: httpx.Client, api_url: str, key: str, doc_id: str, timeout: float = 120
+) -> dict[str, Any]:
+    """The document once its ingestion has ended (ready or failed)."""
+
+    def finished() -> dict[str, Any] | None:
+        doc: dict[str, Any] = client.get(f"{api_url}/documents/{doc_id}", headers=auth(key)).json()
+        return doc if doc["status"] != "ingesting" else None
+
+    return wait_until(finished, timeout, interval=0.3, what=f"document {doc_id} to be ingested")
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:

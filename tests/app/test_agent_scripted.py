@@ -4,7 +4,6 @@ mid-answer. The API is the real process; only the model is scripted."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,15 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
-from tests.app.conftest import Api, auth, create_user, start_api, start_responder, stop
+from tests.app.conftest import (
+    Api,
+    auth,
+    create_user,
+    start_api,
+    start_responder,
+    stop,
+    wait_ingested,
+)
 from tests.app.responder import REWRITE
 from tests.app.sse import chat_stream, parse_events
 
@@ -34,13 +41,7 @@ def scripted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Api, st
             files=[("files", ("water.txt", DOC.encode()))],
         )
         doc_id = r.json()["documents"][0]["id"]
-        deadline = time.monotonic() + 120
-        while (
-            client.get(f"{api.url}/documents/{doc_id}", headers=auth(key)).json()["status"]
-            == "ingesting"
-        ):
-            assert time.monotonic() < deadline
-            time.sleep(0.3)
+        wait_ingested(client, api.url, key, doc_id)
     yield api, key
     stop(api.proc)
     stop(responder)

@@ -3,14 +3,13 @@ the API process over SQLite and Qdrant local mode, documents, chat, feedback, is
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
-from tests.app.conftest import Api, auth, create_user
+from tests.app.conftest import Api, auth, create_user, wait_ingested
 from tests.app.sse import chat_stream
 
 pytestmark = pytest.mark.slow
@@ -29,13 +28,7 @@ Ethanol boils at 78 degrees Celsius.
 
 
 def wait_ready(client: httpx.Client, api: Api, key: str, doc_id: str) -> dict[str, Any]:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        doc = client.get(f"{api.url}/documents/{doc_id}", headers=auth(key)).json()
-        if doc["status"] != "ingesting":
-            return doc
-        time.sleep(0.3)
-    raise TimeoutError("document never finished ingesting")
+    return wait_ingested(client, api.url, key, doc_id)
 
 
 def upload(client: httpx.Client, api: Api, key: str, name: str, body: bytes) -> dict[str, Any]:
@@ -95,6 +88,33 @@ def test_admin_routes_refuse_users(api: Api, users: dict[str, str]) -> None:
     assert (me["name"], me["role"]) == ("root-e2e", "admin")
 
 
+def assert_others_see_nothing(
+    client: httpx.Client, api: Api, other: str, doc_id: str, done: dict[str, Any]
+) -> None:
+    """Another user asking the same never sees the document, thread, turn or memories."""
+    events = chat_stream(client, api.url, other, "At what temperature does water boil?")
+    assert events[-2][1]["sources"] == []
+    assert "could not find" in "".join(d["text"] for k, d in events if k == "token")
+    h = auth(other)
+    thread_url, turn_url = f"{api.url}/threads/{done['thread_id']}", f"{api.url}/turns"
+    assert client.get(f"{api.url}/documents", headers=h).json() == []
+    assert client.get(f"{api.url}/documents/{doc_id}", headers=h).status_code == 404
+    assert client.delete(f"{api.url}/documents/{doc_id}", headers=h).status_code == 404
+    threads = client.get(f"{api.url}/threads", headers=h).json()
+    assert done["thread_id"] not in {t["id"] for t in threads}
+    assert client.get(thread_url, headers=h).status_code == 404
+    assert client.delete(thread_url, headers=h).status_code == 404
+    rate = client.post(f"{turn_url}/{done['turn_id']}/feedback", headers=h, json={"rating": -1})
+    assert rate.status_code == 404
+    # Nor can they continue the thread.
+    r = client.post(
+        f"{api.url}/chat",
+        headers=h,
+        json={"message": "more?", "thread_id": done["thread_id"], "stream": False},
+    )
+    assert r.status_code == 404
+
+
 def test_upload_chat_feedback_and_isolation(api: Api, users: dict[str, str]) -> None:
     a, b = users["a"], users["b"]
     with httpx.Client(timeout=60) as client:
@@ -133,34 +153,7 @@ def test_upload_chat_feedback_and_isolation(api: Api, users: dict[str, str]) -> 
         stored = rows(api, "SELECT * FROM feedback WHERE turn_id = :id", id=done["turn_id"])
         assert [(r["rating"], r["corrected_answer"]) for r in stored] == [(1, "100 °C [1]")]
 
-        # Bob asks the same: he never sees Alice's document, thread, turn or memories.
-        events_b = chat_stream(client, api.url, b, "At what temperature does water boil?")
-        assert events_b[-2][1]["sources"] == []
-        assert "could not find" in "".join(d["text"] for k, d in events_b if k == "token")
-        hb = auth(b)
-        assert client.get(f"{api.url}/documents", headers=hb).json() == []
-        assert client.get(f"{api.url}/documents/{doc_id}", headers=hb).status_code == 404
-        assert client.delete(f"{api.url}/documents/{doc_id}", headers=hb).status_code == 404
-        assert done["thread_id"] not in {
-            t["id"] for t in client.get(f"{api.url}/threads", headers=hb).json()
-        }
-        assert client.get(f"{api.url}/threads/{done['thread_id']}", headers=hb).status_code == 404
-        assert (
-            client.delete(f"{api.url}/threads/{done['thread_id']}", headers=hb).status_code == 404
-        )
-        assert (
-            client.post(
-                f"{api.url}/turns/{done['turn_id']}/feedback", headers=hb, json={"rating": -1}
-            ).status_code
-            == 404
-        )
-        # Bob cannot continue Alice's thread either.
-        r = client.post(
-            f"{api.url}/chat",
-            headers=hb,
-            json={"message": "more?", "thread_id": done["thread_id"], "stream": False},
-        )
-        assert r.status_code == 404
+        assert_others_see_nothing(client, api, b, doc_id, done)
 
         # Alice sees her thread with the turn and its rating.
         thread = client.get(f"{api.url}/threads/{done['thread_id']}", headers=auth(a)).json()
@@ -168,7 +161,7 @@ def test_upload_chat_feedback_and_isolation(api: Api, users: dict[str, str]) -> 
         assert thread["turns"][0]["rating"] == 1
         # Only Alice can take her rating back, once.
         unrate = f"{api.url}/turns/{done['turn_id']}/feedback"
-        assert client.delete(unrate, headers=hb).status_code == 404
+        assert client.delete(unrate, headers=auth(b)).status_code == 404
         assert client.delete(unrate, headers=auth(a)).status_code == 204
         assert client.delete(unrate, headers=auth(a)).status_code == 404
         assert rows(api, "SELECT * FROM feedback WHERE turn_id = :id", id=done["turn_id"]) == []

@@ -8,14 +8,13 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.app.conftest import ROOT
-from tests.conftest import free_port
+from tests.conftest import free_port, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -44,16 +43,14 @@ def test_make_run_starts_the_stack_and_one_interrupt_stops_it(tmp_path: Path) ->
         )
         try:
             api = f"http://127.0.0.1:{ports['API_PORT']}"
-            deadline = time.monotonic() + 300
-            while True:
+
+            def running() -> None:
                 assert proc.poll() is None, log.read_text()
-                try:
-                    if httpx.get(f"{api}/health", timeout=2).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert time.monotonic() < deadline, log.read_text()
-                time.sleep(1)
+
+            def answers(url: str) -> bool:
+                return httpx.get(url, timeout=2).status_code == 200
+
+            wait_until(lambda: answers(f"{api}/health"), 300, interval=1, alive=running)
             text = log.read_text()
             assert f"API: {api}" in text
             assert f"Model server: http://127.0.0.1:{ports['MODEL_SERVER_PORT']}/v1" in text
@@ -66,15 +63,7 @@ def test_make_run_starts_the_stack_and_one_interrupt_stops_it(tmp_path: Path) ->
             if (ROOT / "ui" / "Home.py").exists():
                 ui = f"http://127.0.0.1:{ports['UI_PORT']}"
                 assert f"UI: {ui}" in text
-                deadline = time.monotonic() + 60
-                while True:
-                    try:
-                        if httpx.get(f"{ui}/_stcore/health", timeout=2).status_code == 200:
-                            break
-                    except httpx.TransportError:
-                        pass
-                    assert time.monotonic() < deadline, log.read_text()
-                    time.sleep(1)
+                wait_until(lambda: answers(f"{ui}/_stcore/health"), 60, interval=1, alive=running)
         finally:
             os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in the terminal sends
             try:

@@ -13,13 +13,14 @@ from sqlalchemy.exc import IntegrityError
 
 from app.store import AdapterStatus, AdapterVersion, Database, Feedback, Turn, open_database
 from app.store.adapters import active_adapter
+from app.store.feedback import set_feedback
+from app.store.records import TurnRecord
 from app.store.threads import (
     delete_thread,
     get_or_create_thread,
     get_thread,
     get_turn,
     save_turn,
-    set_feedback,
 )
 from app.users import UserExists, create_user, user_by_key
 from tests.conftest import free_port
@@ -51,8 +52,8 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
     database.close()
 
 
-def turn_record(user_id: str, thread_id: str, **extra: Any) -> dict[str, Any]:
-    return {
+def turn_record(user_id: str, thread_id: str, **extra: Any) -> TurnRecord:
+    fields: dict[str, Any] = {
         "thread_id": thread_id,
         "user_id": user_id,
         "question": "q?",
@@ -72,6 +73,7 @@ def turn_record(user_id: str, thread_id: str, **extra: Any) -> dict[str, Any]:
         "error": None,
         **extra,
     }
+    return TurnRecord(**fields)
 
 
 def test_migrations_create_every_table(db: Database) -> None:

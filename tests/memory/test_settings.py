@@ -28,8 +28,8 @@ def test_defaults(env: pytest.MonkeyPatch, minilm_path: Path) -> None:
 
     assert settings.enabled is True
     assert settings.collection == "flywheel_memories"
-    assert settings.llm_base_url == "http://127.0.0.1:8001/v1"
-    assert settings.llm_model_name == "Qwen/Qwen2.5-1.5B-Instruct"
+    with pytest.raises(ValueError, match="MEMORY_LLM_URL"):
+        _ = settings.llm_base_url  # only the API knows the model server: it must say
     assert Path(settings.embedder_path()) == minilm_path
     assert settings.embedding_dims == 384
     assert settings.fallback_explicit is False
@@ -38,18 +38,17 @@ def test_defaults(env: pytest.MonkeyPatch, minilm_path: Path) -> None:
 
 
 def test_extraction_follows_the_model_server(env: pytest.MonkeyPatch) -> None:
-    env.setenv("MODEL_SERVER_PORT", "9100")
-    env.setenv("LLM_MODEL", "tiny")
-    assert MemorySettings().llm_base_url == "http://127.0.0.1:9100/v1"
-    assert MemorySettings().llm_model_name == "tiny"
+    # What the API hands over: the model server's URL and the served model's name.
+    served = MemorySettings().for_server("http://vllm:8000/v1/", "smollm2")
+    assert served.llm_base_url == "http://vllm:8000/v1"
+    assert served.llm_model_name == "smollm2"
 
-    env.setenv("MODEL_SERVER_URL", "http://vllm:8000/v1/")
-    assert MemorySettings().llm_base_url == "http://vllm:8000/v1"
-
+    # A dedicated extraction server wins over the API's.
     env.setenv("MEMORY_LLM_URL", "http://extractor:9000/v1")
     env.setenv("MEMORY_LLM_MODEL", "Qwen/Qwen2.5-7B-Instruct")
-    assert MemorySettings().llm_base_url == "http://extractor:9000/v1"
-    assert MemorySettings().llm_model_name == "Qwen/Qwen2.5-7B-Instruct"
+    own = MemorySettings().for_server("http://vllm:8000/v1", "smollm2")
+    assert own.llm_base_url == "http://extractor:9000/v1"
+    assert own.llm_model_name == "Qwen/Qwen2.5-7B-Instruct"
 
 
 def test_switches(env: pytest.MonkeyPatch) -> None:
@@ -79,7 +78,8 @@ from qdrant_client import QdrantClient
 from memory import MemorySettings, UserMemory
 data = sys.argv[1]
 client = QdrantClient(path=data + "/qdrant")
-memories = UserMemory(MemorySettings(DATA_DIR=data, EMBEDDING_MODEL=sys.argv[2]), client)
+settings = MemorySettings(DATA_DIR=data, EMBEDDING_MODEL=sys.argv[2])
+memories = UserMemory(settings.for_server("http://127.0.0.1:9/v1", "tiny"), client)
 memories.warm_up()
 import mem0.memory.setup as setup, mem0.memory.telemetry as telemetry
 print(json.dumps({"mem0_dir": setup.mem0_dir, "telemetry": telemetry.MEM0_TELEMETRY}))

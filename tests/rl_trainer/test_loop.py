@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +20,9 @@ from sqlalchemy import select
 from app.store import open_database
 from app.store.models import AdapterVersion, Turn
 from rl_trainer.rewards import leading_citation
-from tests.app.conftest import auth, create_user
+from tests.app.conftest import auth, create_user, wait_ingested
 from tests.app.sse import chat_stream
+from tests.conftest import wait_until
 from tests.rl_trainer.conftest import Stack
 
 FACTS = {
@@ -88,13 +88,7 @@ def user(stack: Stack) -> str:
         )
         assert r.status_code == 202, r.text
         doc_id = r.json()["documents"][0]["id"]
-        deadline = time.monotonic() + 120
-        while (
-            client.get(f"{stack.api.url}/documents/{doc_id}", headers=auth(key)).json()["status"]
-            == "ingesting"
-        ):
-            assert time.monotonic() < deadline, "document never finished ingesting"
-            time.sleep(0.3)
+        wait_ingested(client, stack.api.url, key, doc_id)
     return key
 
 
@@ -183,10 +177,18 @@ def test_promote_while_chats_stream_fails_no_request(stack: Stack, user: str) ->
     threads = [threading.Thread(target=chat_forever, args=(q,)) for q in HELD_OUT[:3]]
     for t in threads:
         t.start()
-    time.sleep(2)
+
+    def served_by(adapter: str | None) -> bool:
+        return any(
+            dict(events).get("done", {}).get("adapter_version", "?") == adapter
+            for events in list(results)
+        )
+
+    # Promote once the base model has answered, then wait for the new adapter to answer.
+    wait_until(lambda: served_by(None) or failures, 300, what="a turn on the base model")
     promoted = stack.cli("promote", "1")
     assert "serving flywheel-v1" in promoted.stdout
-    time.sleep(3)
+    wait_until(lambda: served_by("flywheel-v1") or failures, 300, what="a turn on flywheel-v1")
     stop.set()
     for t in threads:
         t.join(timeout=120)

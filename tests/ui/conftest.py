@@ -27,6 +27,7 @@ from tests.app.conftest import (
     start_api,
     start_model_server,
     stop,
+    wait_ingested,
 )
 
 HOME = ROOT / "ui" / "Home.py"
@@ -119,7 +120,6 @@ def signed_in(key: str, page: str | None = None, timeout: float = 60) -> AppTest
 
 def upload_ready(api: Api, key: str, name: str, body: bytes) -> dict[str, Any]:
     """Upload a document through the API and wait until it is ingested."""
-    import time
 
     with httpx.Client(timeout=60) as client:
         response = client.post(
@@ -127,13 +127,6 @@ def upload_ready(api: Api, key: str, name: str, body: bytes) -> dict[str, Any]:
         )
         assert response.status_code == 202, response.text
         doc_id = response.json()["documents"][0]["id"]
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            doc: dict[str, Any] = client.get(
-                f"{api.url}/documents/{doc_id}", headers=auth(key)
-            ).json()
-            if doc["status"] != "ingesting":
-                assert doc["status"] == "ready", doc
-                return doc
-            time.sleep(0.5)
-    raise TimeoutError(f"{name} was not ingested within 120 s")
+        doc = wait_ingested(client, api.url, key, doc_id)
+    assert doc["status"] == "ready", doc
+    return doc

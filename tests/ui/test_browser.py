@@ -9,14 +9,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.app.conftest import ROOT, Api, stop, wait_http
-from tests.conftest import free_port
+from tests.conftest import free_port, wait_until
 from tests.ui.conftest import DOC, HOME, rows, upload_ready
 
 pytestmark = pytest.mark.slow
@@ -98,12 +97,16 @@ def test_chat_in_a_real_browser(
 
             thumbs.get_by_test_id("stFeedbackButton").first.click()
             expect(thumbs.get_by_test_id("stFeedbackButtonActive")).to_have_count(1)
-            deadline = time.monotonic() + 30
-            stored: list[int] = []
-            while not stored and time.monotonic() < deadline:
-                found = rows(api, "SELECT rating FROM feedback WHERE turn_id = :id", id=turn["id"])
-                stored = [r["rating"] for r in found]
-                time.sleep(0.3)
+            stored = wait_until(
+                lambda: [
+                    r["rating"]
+                    for r in rows(
+                        api, "SELECT rating FROM feedback WHERE turn_id = :id", id=turn["id"]
+                    )
+                ],
+                30,
+                what="the rating to be stored",
+            )
             assert stored == [1]
 
             page.get_by_text("Sources (").click()

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import httpx
 import pytest
 
 from tests.app.conftest import Api, auth
-from tests.conftest import free_port
+from tests.conftest import free_port, wait_until
 from tests.ui.conftest import DOC, app, rows, signed_in, upload_ready
 
 pytestmark = pytest.mark.slow
@@ -209,13 +208,11 @@ def test_upload_documents_and_see_them_ready(ui_env: Api, keys: dict[str, str]) 
 
 
 def wait_memories(api: Api, key: str, count: int, timeout: float = 180) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def stored() -> list[dict[str, Any]] | None:
         found: list[dict[str, Any]] = httpx.get(f"{api.url}/memories", headers=auth(key)).json()
-        if len(found) >= count:
-            return found
-        time.sleep(1)
-    raise TimeoutError(f"{count} memories were not stored within {timeout} s")
+        return found if len(found) >= count else None
+
+    return wait_until(stored, timeout, interval=1, what=f"{count} memories to be stored")
 
 
 def test_delete_a_memory_then_forget_everything(ui_env: Api, keys: dict[str, str]) -> None:
