@@ -9,18 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from app.active_adapter import ensure_active_adapter, watch_active_adapter
 from app.agent.context import Context
 from app.agent.graph import compile_graph
+from app.api.rate_limits import RateLimits
 from app.llm import ServedModel
 from app.settings import AppSettings
 from app.store import Database, open_database
 from app.store.adapters import active_adapter
+from app.store.documents import fail_interrupted
 from app.store.threads import save_turn
 from backend.client import AsyncModelClient
 
@@ -33,31 +35,6 @@ if TYPE_CHECKING:
     from retriever import Retriever
 
 logger = logging.getLogger(__name__)
-
-
-class UserCache:
-    """Users by API key for a short while.
-
-    A request then needs no database round trip to authenticate. Only successful lookups
-    are kept; an admin's change to a user shows within ``ttl_s``.
-    """
-
-    def __init__(self, ttl_s: float = 30.0, size: int = 1024) -> None:
-        self.ttl_s, self.size = ttl_s, size
-        self._items: dict[str, tuple[float, Any]] = {}
-
-    def get(self, key: str) -> Any:
-        """The cached user for ``key``, or None."""
-        hit = self._items.get(key)
-        if hit is None or hit[0] < time.monotonic():
-            return None
-        return hit[1]
-
-    def put(self, key: str, user: Any) -> None:
-        """Remember ``user`` for ``key``."""
-        if len(self._items) >= self.size:
-            self._items.clear()  # crude but bounded; a miss only costs one query
-        self._items[key] = (time.monotonic() + self.ttl_s, user)
 
 
 @dataclass
@@ -75,7 +52,8 @@ class Services:
     memory: UserMemory | None = None
     qdrant: QdrantClient | None = None
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
-    users: UserCache = field(default_factory=UserCache)
+    limits: RateLimits | None = None
+    """Per-key and per-address request limits (None: unlimited)."""
 
     def spawn(self, coro: Any) -> asyncio.Task[Any]:
         """Run ``coro`` in the background, keeping a reference until it ends."""
@@ -185,6 +163,10 @@ async def open_services(settings: AppSettings) -> AsyncIterator[Services]:
     async with AsyncExitStack() as stack:
         db = open_database(settings.db_url)
         stack.callback(db.close)
+        if interrupted := await asyncio.to_thread(fail_interrupted, db):
+            logger.warning(
+                "%d document(s) were ingesting when the API stopped: failed", interrupted
+            )
         backend = backend_settings()
         client = AsyncModelClient(backend.base_url)
         stack.push_async_callback(client.aclose)
@@ -208,8 +190,14 @@ async def open_services(settings: AppSettings) -> AsyncIterator[Services]:
             retriever=retriever,
             memory=memory,
             qdrant=qdrant,
+            limits=RateLimits(settings),
+        )
+        await ensure_active_adapter(services)  # the model server may have restarted
+        watcher = asyncio.get_running_loop().create_task(
+            watch_active_adapter(services, settings.adapter_check_s)
         )
         try:
             yield services
         finally:
+            watcher.cancel()
             await services.drain()

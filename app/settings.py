@@ -9,7 +9,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -33,6 +33,24 @@ class AppSettings(BaseSettings):
     ui_port: int = Field(8501, alias="UI_PORT", ge=1, le=65535)
     admin_name: str = Field("admin", alias="ADMIN_NAME", description="Local admin made on start.")
     max_upload_mb: float = Field(25.0, alias="MAX_UPLOAD_MB", gt=0)
+    max_request_mb: float = Field(
+        110.0,
+        alias="MAX_REQUEST_MB",
+        gt=0,
+        description="Largest request body, counted as it streams in (several uploads at once).",
+    )
+    rate_limits: bool = Field(True, alias="RATE_LIMITS", description="Enforce the limits below.")
+    rate_limit_per_key: str = Field(
+        "300/minute", alias="RATE_LIMIT_PER_KEY", description="Requests per API key."
+    )
+    rate_limit_per_ip: str = Field(
+        "1200/minute", alias="RATE_LIMIT_PER_IP", description="Requests per client address."
+    )
+    rate_limit_auth_failures: str = Field(
+        "30/minute",
+        alias="RATE_LIMIT_AUTH_FAILURES",
+        description="Wrong or revoked keys per client address before it must wait.",
+    )
     default_collection: str = Field("default", alias="DEFAULT_COLLECTION", min_length=1)
     # Agent behaviour.
     top_k: int = Field(5, alias="AGENT_TOP_K", ge=1, le=50, description="Sources per answer.")
@@ -45,6 +63,12 @@ class AppSettings(BaseSettings):
     max_tokens: int = Field(512, alias="AGENT_MAX_TOKENS", ge=1)
     model_wait_s: float = Field(
         600.0, alias="MODEL_WAIT_S", ge=0, description="How long the API waits for the model."
+    )
+    adapter_check_s: float = Field(
+        10.0,
+        alias="ADAPTER_CHECK_S",
+        gt=0,
+        description="How often the API checks that the model server has the active adapter.",
     )
     torch_threads: int = Field(
         1,
@@ -64,6 +88,24 @@ class AppSettings(BaseSettings):
     def checkpoints_path(self) -> str:
         """SQLite file of the agent's per-thread checkpoints (when not on PostgreSQL)."""
         return str(self.data_dir / "checkpoints.db")
+
+    @field_validator("rate_limit_per_key", "rate_limit_per_ip", "rate_limit_auth_failures")
+    @classmethod
+    def _a_rate(cls, value: str) -> str:
+        from limits import parse
+
+        try:
+            parse(value)
+        except ValueError as exc:
+            raise ValueError(
+                f"{value!r} is not a rate; write e.g. '300/minute' or '10/second'"
+            ) from exc
+        return value
+
+    @property
+    def max_request_bytes(self) -> int:
+        """The largest request body accepted, in bytes."""
+        return int(self.max_request_mb * 1024 * 1024)
 
     @property
     def max_upload_bytes(self) -> int:

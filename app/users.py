@@ -1,20 +1,22 @@
-"""Users: create them and look them up by API key. Also the CLI ``python -m app.users``.
+"""Users and their API keys, and the CLI ``python -m app.users``.
 
-``python -m app.users create NAME [--admin]`` prints the new key once, alone on the last
-line, so scripts can take it with ``tail -n1``.
+``create NAME [--admin]`` and ``rotate NAME`` print the new key once, alone on the last
+line, so scripts can take it with ``tail -n1``. ``revoke NAME`` makes the user's key stop
+working at once (the API looks keys up on every request); the user and their turns stay.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import secrets
 import sys
 
 from app.auth import hash_api_key, new_api_key
 from app.store import Database, User
-from app.store.users import UserExists, add_user, user_by_key_hash, user_by_name
+from app.store.users import UserExists, add_user, set_key_hash, user_by_key_hash, user_by_name
 
-__all__ = ["UserExists", "create_user", "user_by_key", "user_by_name"]
+__all__ = ["UserExists", "create_user", "revoke_key", "rotate_key", "user_by_key", "user_by_name"]
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +35,29 @@ def user_by_key(db: Database, key: str) -> User | None:
     return user_by_key_hash(db, hash_api_key(key))
 
 
+def rotate_key(db: Database, user_id: str) -> tuple[User, str] | None:
+    """Give the user a new key (the old one stops working); None when there is no such user."""
+    key = new_api_key()
+    user = set_key_hash(db, user_id, hash_api_key(key))
+    return (user, key) if user is not None else None
+
+
+def revoke_key(db: Database, user_id: str) -> User | None:
+    """Make the user's key stop working; None when there is no such user.
+
+    The stored digest becomes a random string with a ``!``, which no SHA-256 hex digest
+    equals, so no key can match it until the key is rotated.
+    """
+    return set_key_hash(db, user_id, "!" + secrets.token_hex(31))
+
+
+def _cli_user(db: Database, name: str, parser: argparse.ArgumentParser) -> User:
+    user = user_by_name(db, name)
+    if user is None:
+        parser.exit(1, f"error: no user named {name!r}\n")
+    return user
+
+
 def main(argv: list[str] | None = None) -> None:
     """CLI entry point."""
     from app.settings import get_settings
@@ -43,19 +68,34 @@ def main(argv: list[str] | None = None) -> None:
     create = sub.add_parser("create", help="create a user and print its API key once")
     create.add_argument("name")
     create.add_argument("--admin", action="store_true", help="give the user the admin role")
+    sub.add_parser("rotate", help="give a user a new key (printed once)").add_argument("name")
+    sub.add_parser("revoke", help="make a user's key stop working now").add_argument("name")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
 
     db = open_database(get_settings().db_url)
     try:
-        user, key = create_user(db, args.name, admin=args.admin)
-    except (UserExists, ValueError) as exc:
-        parser.exit(1, f"error: {exc}\n")
+        if args.command == "create":
+            try:
+                user, key = create_user(db, args.name, admin=args.admin)
+            except (UserExists, ValueError) as exc:
+                parser.exit(1, f"error: {exc}\n")
+            logger.info(
+                "created %s %r (id %s); its API key, shown only now:", user.role, user.name, user.id
+            )
+        elif args.command == "rotate":
+            rotated = rotate_key(db, _cli_user(db, args.name, parser).id)
+            assert rotated is not None
+            user, key = rotated
+            logger.info(
+                "new API key for %r (the old one no longer works), shown only now:", user.name
+            )
+        else:
+            revoke_key(db, _cli_user(db, args.name, parser).id)
+            logger.info("revoked the API key of %r; 'rotate' gives them a new one", args.name)
+            return
     finally:
         db.close()
-    logger.info(
-        "created %s %r (id %s); its API key, shown only now:", user.role, user.name, user.id
-    )
     sys.stdout.write(key + "\n")
 
 

@@ -197,13 +197,14 @@ def _flip(db: Database, target: AdapterVersion | None, previous_status: AdapterS
 
 def promote(db: Database, client: ModelClient, row: AdapterVersion) -> AdapterVersion:
     """Load ``row`` into the server, check it answers, then make it the active adapter."""
-    if row.status == AdapterStatus.active:
-        logger.info("%s is already active", row.served_name)
-        return row
     try:
-        ensure_loaded(client, row)
+        loaded = ensure_loaded(client, row)
     except ModelServerError as exc:
         raise PublishError(f"could not load {row.served_name} from {row.path}: {exc}") from exc
+    if row.status == AdapterStatus.active:
+        # Already active in the store; after a model-server restart it was loaded again.
+        logger.info("%s is already active%s", row.served_name, " (reloaded)" if loaded else "")
+        return row
     check_answers(client, row.served_name)
     _flip(db, row, AdapterStatus.retired)
     row.status = AdapterStatus.active

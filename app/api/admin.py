@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, status
+from fastapi import APIRouter, HTTPException, Response, status
 
 from app.api.deps import AdminUser, ServicesDep
 from app.api.schemas import (
@@ -16,13 +16,16 @@ from app.api.schemas import (
     ServingOut,
     TrustOut,
     TrustUpdate,
+    error_responses,
 )
 from app.store.adapters import active_adapter, list_adapters
 from app.store.feedback import daily_ratings
 from app.store.users import set_trusted
-from app.users import UserExists, create_user
+from app.users import UserExists, create_user, revoke_key, rotate_key
 
-router = APIRouter(prefix="/admin", tags=["admin"])
+router = APIRouter(
+    prefix="/admin", tags=["admin"], responses=error_responses(401, 403, 404, 409, 422, 429)
+)
 
 
 def _adapter(a: Any) -> AdapterOut:
@@ -87,3 +90,21 @@ async def set_trust(
     if user is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no user {user_id!r}")
     return TrustOut(id=user.id, name=user.name, trusted=user.trusted)
+
+
+@router.post("/users/{user_id}/rotate", response_model=NewUserOut)
+async def rotate(user_id: str, admin: AdminUser, services: ServicesDep) -> NewUserOut:
+    """Give a user a new API key (in this response only); the old key stops working now."""
+    rotated = await asyncio.to_thread(rotate_key, services.db, user_id)
+    if rotated is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no user {user_id!r}")
+    user, key = rotated
+    return NewUserOut(id=user.id, name=user.name, role=str(user.role), api_key=key)
+
+
+@router.post("/users/{user_id}/revoke", status_code=status.HTTP_204_NO_CONTENT)
+async def revoke(user_id: str, admin: AdminUser, services: ServicesDep) -> Response:
+    """Make a user's API key stop working now (rotate gives them a new one)."""
+    if await asyncio.to_thread(revoke_key, services.db, user_id) is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no user {user_id!r}")
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

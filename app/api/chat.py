@@ -9,10 +9,10 @@ from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 
 from app.api.deps import CurrentUser, ServicesDep
-from app.api.schemas import ChatRequest, ChatResponse, Source
+from app.api.schemas import ChatRequest, ChatResponse, Source, error_responses
 from app.turns import TurnEvent, collect, start_turn
 
-router = APIRouter(tags=["chat"])
+router = APIRouter(tags=["chat"], responses=error_responses(401, 404, 413, 422, 429, 503))
 
 
 def sse(event: TurnEvent) -> str:

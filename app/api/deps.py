@@ -25,28 +25,36 @@ ServicesDep = Annotated[Services, Depends(get_services)]
 
 
 async def current_user(
+    request: Request,
     services: ServicesDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> User:
-    """The user whose API key came as ``Authorization: Bearer <key>``; 401 otherwise."""
+    """The user whose API key came as ``Authorization: Bearer <key>``; 401 otherwise.
+
+    Keys are looked up on every request (an indexed query), so a revoked or rotated key
+    stops working at once. 429 when the address or the key is over its rate limit.
+    """
+    address = request.client.host if request.client else "unknown"
+    if services.limits is not None:
+        services.limits.check_address(address)
     if credentials is None or not credentials.credentials:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
             "missing API key: send it as 'Authorization: Bearer <key>'",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    key = credentials.credentials
-    user = services.users.get(key)
+    user = await asyncio.to_thread(user_by_key, services.db, credentials.credentials)
     if user is None:
-        user = await asyncio.to_thread(user_by_key, services.db, key)
-        if user is not None:
-            services.users.put(key, user)
-    if user is None:
+        if services.limits is not None:
+            services.limits.failed_sign_in(address)
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
-            "invalid API key; create one with 'python -m app.users create NAME'",
+            "invalid or revoked API key; an admin makes one with "
+            "'python -m app.users create NAME' or 'python -m app.users rotate NAME'",
             headers={"WWW-Authenticate": "Bearer"},
         )
+    if services.limits is not None:
+        services.limits.check_key(user.id)
     return user
 
 

@@ -14,16 +14,22 @@ import logging
 from pathlib import PurePath
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, HTTPException, Response, UploadFile, status
+from fastapi import APIRouter, File, Form, HTTPException, Query, Response, UploadFile, status
 
 from app.api.deps import CurrentUser, ServicesDep
-from app.api.schemas import DocumentOut, UploadResult
+from app.api.schemas import (
+    MAX_COLLECTION_CHARS,
+    MAX_FILENAME_CHARS,
+    DocumentOut,
+    UploadResult,
+    error_responses,
+)
 from app.services import Services
 from app.store import documents as store
 from retriever.parsing import SUPPORTED
 
 logger = logging.getLogger(__name__)
-router = APIRouter(tags=["documents"])
+router = APIRouter(tags=["documents"], responses=error_responses(401, 404, 413, 415, 422, 429, 503))
 
 
 def document_id(user_id: str, collection: str, filename: str) -> str:
@@ -34,6 +40,8 @@ def document_id(user_id: str, collection: str, filename: str) -> str:
 async def _ingest(
     services: Services, doc_id: str, data: bytes, filename: str, user_id: str, collection: str
 ) -> None:
+    if services.retriever is None:  # checked before scheduling; kept for the type checker
+        return
     try:
         result = await asyncio.to_thread(
             services.retriever.ingest_bytes,
@@ -68,7 +76,7 @@ async def upload(
     user: CurrentUser,
     services: ServicesDep,
     files: Annotated[list[UploadFile], File(description="PDF, Markdown, HTML or text files.")],
-    collection: Annotated[str | None, Form()] = None,
+    collection: Annotated[str | None, Form(min_length=1, max_length=MAX_COLLECTION_CHARS)] = None,
 ) -> UploadResult:
     """Upload files; each is ingested in the background (poll ``GET /documents``)."""
     if services.retriever is None:
@@ -80,6 +88,16 @@ async def upload(
     for upload_file in files:
         name = PurePath(upload_file.filename or "upload").name
         suffix = PurePath(name).suffix.lower()
+        if len(name) > MAX_FILENAME_CHARS:
+            rejected.append(
+                {
+                    "filename": name[:64] + "…",
+                    "status": 422,
+                    "reason": f"a file name is {len(name)} characters long; the limit is "
+                    f"{MAX_FILENAME_CHARS}: rename the file",
+                }
+            )
+            continue
         if suffix not in SUPPORTED:
             rejected.append(
                 {
@@ -120,7 +138,9 @@ async def upload(
 
 @router.get("/documents", response_model=list[DocumentOut])
 async def list_documents(
-    user: CurrentUser, services: ServicesDep, collection: str | None = None
+    user: CurrentUser,
+    services: ServicesDep,
+    collection: Annotated[str | None, Query(max_length=MAX_COLLECTION_CHARS)] = None,
 ) -> list[DocumentOut]:
     """The caller's documents with their ingestion status."""
     rows = await asyncio.to_thread(store.list_documents, services.db, user.id, collection)
@@ -141,6 +161,7 @@ async def delete_document(doc_id: str, user: CurrentUser, services: ServicesDep)
     """Delete a document and all its chunks."""
     if await asyncio.to_thread(store.get_document, services.db, user.id, doc_id) is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no document {doc_id!r}")
-    await asyncio.to_thread(services.retriever.delete_document, doc_id, owner=user.id)
+    if services.retriever is not None:
+        await asyncio.to_thread(services.retriever.delete_document, doc_id, owner=user.id)
     await asyncio.to_thread(store.delete_document, services.db, user.id, doc_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

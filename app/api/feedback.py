@@ -7,10 +7,10 @@ import asyncio
 from fastapi import APIRouter, HTTPException, Response, status
 
 from app.api.deps import CurrentUser, ServicesDep
-from app.api.schemas import FeedbackOut, FeedbackRequest
+from app.api.schemas import FeedbackOut, FeedbackRequest, error_responses
 from app.store import feedback as feedback_store
 
-router = APIRouter(tags=["feedback"])
+router = APIRouter(tags=["feedback"], responses=error_responses(401, 404, 422, 429))
 
 
 @router.post("/turns/{turn_id}/feedback", response_model=FeedbackOut)

@@ -8,8 +8,9 @@ from typing import Any
 from fastapi import APIRouter, Response, status
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from app.active_adapter import ensure_active_adapter
 from app.api.deps import CurrentUser, ServicesDep
-from app.api.schemas import HealthOut
+from app.api.schemas import HealthOut, error_responses
 from backend.errors import ModelServerError
 
 router = APIRouter(tags=["health"])
@@ -29,6 +30,9 @@ async def health(services: ServicesDep, response: Response) -> HealthOut:
         }
     except ModelServerError as exc:
         model |= {"ok": False, "error": str(exc), "demo_model": False, "fallback": False}
+    adapter = await ensure_active_adapter(services) if model["ok"] else None
+    if adapter is not None:
+        model["adapter"] = {"name": adapter.name, "served": adapter.served, "error": adapter.error}
     database = await asyncio.to_thread(services.db.ping)
     client = services.qdrant
     qdrant = client is not None
@@ -37,7 +41,8 @@ async def health(services: ServicesDep, response: Response) -> HealthOut:
             await asyncio.to_thread(client.get_collections)
         except Exception:  # any client error means Qdrant is not usable right now
             qdrant = False
-    ok = model["ok"] and database and qdrant
+    # Chats name the active adapter: if the server lacks it, every chat fails.
+    ok = model["ok"] and (adapter is None or adapter.served) and database and qdrant
     if not ok:
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
     return HealthOut(
@@ -54,7 +59,10 @@ async def health(services: ServicesDep, response: Response) -> HealthOut:
 @router.get(
     "/metrics",
     response_class=Response,
-    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text"}},
+    responses={
+        200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text"},
+        **error_responses(401, 429),
+    },
 )
 async def metrics(user: CurrentUser) -> Response:
     """Prometheus metrics: requests, latency per stage, tokens."""

@@ -21,6 +21,7 @@ from app.api import (
     threads,
     users,
 )
+from app.api.body_limit import BodyLimit
 from app.api.errors import add_turn_error_handlers
 from app.services import open_services
 from app.settings import AppSettings, get_settings
@@ -88,5 +89,6 @@ def create_app(settings: AppSettings | None = None) -> FastAPI:
         app.include_router(module.router)
     add_turn_error_handlers(app)
 
+    app.add_middleware(BodyLimit, limit=settings.max_request_bytes)
     app.add_middleware(RequestMetrics)
     return app

@@ -7,9 +7,9 @@ import asyncio
 from fastapi import APIRouter, HTTPException, status
 
 from app.api.deps import CurrentUser, ServicesDep
-from app.api.schemas import ForgetAllOut, MemoryOut
+from app.api.schemas import ForgetAllOut, MemoryOut, error_responses
 
-router = APIRouter(tags=["memories"])
+router = APIRouter(tags=["memories"], responses=error_responses(401, 404, 429))
 
 
 @router.get("/memories", response_model=list[MemoryOut])

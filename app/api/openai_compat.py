@@ -16,11 +16,13 @@ from fastapi.responses import StreamingResponse
 
 from app.agent.prompts import source_label
 from app.api.deps import CurrentUser, ServicesDep
-from app.api.schemas import AGENT_MODEL, ModelCard, ModelList, OpenAIChatRequest
+from app.api.schemas import AGENT_MODEL, ModelCard, ModelList, OpenAIChatRequest, error_responses
 from app.store.records import SourceData
 from app.turns import collect, start_turn
 
-router = APIRouter(prefix="/v1", tags=["openai"])
+router = APIRouter(
+    prefix="/v1", tags=["openai"], responses=error_responses(400, 401, 413, 422, 429, 503)
+)
 
 
 def sources_markdown(sources: list[SourceData]) -> str:

@@ -5,7 +5,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictBool
+
+# Longest names the store's columns hold (documents.collection is VARCHAR(128), filename
+# VARCHAR(512)): PostgreSQL refuses longer values, so the API says so first, as a 422.
+MAX_COLLECTION_CHARS = 128
+MAX_FILENAME_CHARS = 512
 
 
 class ChatRequest(BaseModel):
@@ -13,8 +18,13 @@ class ChatRequest(BaseModel):
 
     message: str = Field(min_length=1, max_length=20_000, description="What the user asks.")
     thread_id: str | None = Field(None, description="Continue this thread; omit for a new one.")
-    collection: str | None = Field(None, description="Search only this collection.")
-    stream: bool = Field(True, description="Server-sent events (true) or one JSON answer.")
+    collection: str | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_COLLECTION_CHARS,
+        description="Search only this collection.",
+    )
+    stream: StrictBool = Field(True, description="Server-sent events (true) or one JSON answer.")
 
 
 class Source(BaseModel):
@@ -172,7 +182,7 @@ class NewUser(BaseModel):
     """A user to create."""
 
     name: str = Field(min_length=1, max_length=128)
-    admin: bool = False
+    admin: StrictBool = False
 
 
 class NewUserOut(BaseModel):
@@ -187,7 +197,7 @@ class NewUserOut(BaseModel):
 class TrustUpdate(BaseModel):
     """Whether a user's turns may be trained on."""
 
-    trusted: bool
+    trusted: StrictBool
 
 
 class TrustOut(BaseModel):
@@ -228,7 +238,7 @@ class OpenAIChatRequest(BaseModel):
 
     model: str = AGENT_MODEL
     messages: list[OpenAIMessage] = Field(min_length=1)
-    stream: bool = False
+    stream: StrictBool = False
     user: str | None = None
 
 
@@ -246,3 +256,26 @@ class ModelList(BaseModel):
 
     object: Literal["list"] = "list"
     data: list[ModelCard]
+
+
+class ErrorOut(BaseModel):
+    """Every error: what went wrong and what to do about it."""
+
+    detail: str | list[dict[str, Any]]
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for the error statuses a route may answer with."""
+    meaning = {
+        400: "The request is malformed.",
+        401: "Missing or invalid API key.",
+        403: "The API key is not an admin's.",
+        404: "Not found, or not the caller's.",
+        409: "It exists already.",
+        413: "The request or a file is too large.",
+        415: "Unsupported file type.",
+        422: "A field is invalid.",
+        429: "Too many requests; retry after the Retry-After header's seconds.",
+        503: "A service the route needs is down.",
+    }
+    return {code: {"model": ErrorOut, "description": meaning[code]} for code in codes}

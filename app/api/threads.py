@@ -7,11 +7,11 @@ import asyncio
 from fastapi import APIRouter, HTTPException, Response, status
 
 from app.api.deps import CurrentUser, ServicesDep
-from app.api.schemas import Source, ThreadDetail, ThreadOut, TurnOut
+from app.api.schemas import Source, ThreadDetail, ThreadOut, TurnOut, error_responses
 from app.store import threads as store
 from app.store.records import numbered_sources
 
-router = APIRouter(tags=["threads"])
+router = APIRouter(tags=["threads"], responses=error_responses(401, 404, 429))
 
 
 @router.get("/threads", response_model=list[ThreadOut])

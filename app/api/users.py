@@ -5,9 +5,9 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from app.api.deps import CurrentUser
-from app.api.schemas import MeOut
+from app.api.schemas import MeOut, error_responses
 
-router = APIRouter(tags=["users"])
+router = APIRouter(tags=["users"], responses=error_responses(401, 429))
 
 
 @router.get("/me", response_model=MeOut)

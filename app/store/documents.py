@@ -70,3 +70,28 @@ def delete_document(db: Database, user_id: str, document_id: str) -> bool:
             return False
         session.delete(doc)
     return True
+
+
+INTERRUPTED = (
+    "ingestion was interrupted (the API stopped before it finished); upload the file again"
+)
+
+
+def fail_interrupted(db: Database) -> int:
+    """Mark every document still ``ingesting`` as failed; how many there were.
+
+    Called when the API starts: its bytes were only in the stopped process's memory, so
+    nothing can resume it, and leaving it ``ingesting`` would make a client wait forever.
+    (One API process per store: a second one starting would fail the first one's work.)
+    """
+    with db.session() as session:
+        stuck = list(
+            session.scalars(select(Document).where(Document.status == DocumentStatus.ingesting))
+        )
+        for doc in stuck:
+            doc.status, doc.error, doc.updated_at = (
+                DocumentStatus.failed,
+                INTERRUPTED,
+                datetime.now(UTC),
+            )
+        return len(stuck)

@@ -24,11 +24,38 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
 
 
 def new_id() -> str:
     """A fresh random id (UUID4, hex without dashes)."""
     return uuid.uuid4().hex
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp that always comes back aware, in UTC.
+
+    SQLite keeps no offset, so its rows would come back naive and the API would send
+    times without a zone; PostgreSQL's ``timestamptz`` may come back in the session's
+    zone. Both are normalised here, once, for every reader.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        """Stored in UTC."""
+        if value is not None and value.tzinfo is not None:
+            value = value.astimezone(UTC)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        """Read back aware, in UTC."""
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
 
 
 def utcnow() -> datetime:
@@ -81,7 +108,7 @@ class User(Base):
     api_key_hash: Mapped[str] = mapped_column(String(64), unique=True, index=True)
     role: Mapped[Role] = mapped_column(_enum(Role), default=Role.user)
     trusted: Mapped[bool] = mapped_column(Boolean, default=True)  # untrusted: left out of training
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
 class Thread(Base):
@@ -92,8 +119,8 @@ class Thread(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     title: Mapped[str] = mapped_column(String(200), default="")
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
     turns: Mapped[list[Turn]] = relationship(
         back_populates="thread", cascade="all, delete-orphan", order_by="Turn.created_at"
@@ -108,9 +135,7 @@ class Turn(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     thread_id: Mapped[str] = mapped_column(ForeignKey("threads.id", ondelete="CASCADE"), index=True)
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
-    created_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), default=utcnow, index=True
-    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
     collection: Mapped[str | None] = mapped_column(String(128))
     question: Mapped[str] = mapped_column(Text)
     standalone_query: Mapped[str | None] = mapped_column(Text)
@@ -149,7 +174,7 @@ class Feedback(Base):
     rating: Mapped[int] = mapped_column(Integer)  # +1 or -1
     comment: Mapped[str | None] = mapped_column(Text)
     corrected_answer: Mapped[str | None] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
     turn: Mapped[Turn] = relationship(back_populates="feedback")
 
@@ -166,7 +191,7 @@ class Judgment(Base):
     scores: Mapped[dict[str, Any]] = mapped_column(default=dict)
     overall: Mapped[float] = mapped_column(Float)
     rationale: Mapped[str] = mapped_column(Text, default="")
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
     turn: Mapped[Turn] = relationship(back_populates="judgments")
 
@@ -187,8 +212,8 @@ class Document(Base):
     )
     error: Mapped[str | None] = mapped_column(Text)
     chunks: Mapped[int] = mapped_column(Integer, default=0)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
 class AdapterVersion(Base):
@@ -206,8 +231,8 @@ class AdapterVersion(Base):
         _enum(AdapterStatus), default=AdapterStatus.candidate, index=True
     )
     manifest: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    promoted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    promoted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     @property
     def served_name(self) -> str:

@@ -41,3 +41,12 @@ def set_trusted(db: Database, user_id: str, trusted: bool) -> User | None:
         if user is not None:
             user.trusted = trusted
         return user
+
+
+def set_key_hash(db: Database, user_id: str, key_hash: str) -> User | None:
+    """Replace a user's key digest (rotation, revocation); None when there is no such user."""
+    with db.session() as session:
+        user = session.get(User, user_id)
+        if user is not None:
+            user.api_key_hash = key_hash
+        return user
