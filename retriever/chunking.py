@@ -5,37 +5,16 @@ heading path; each piece is then cut by ``SentenceSplitter`` to at most ``chunk_
 tokens with ``chunk_overlap`` tokens shared between neighbours. Tokens are counted with the
 embedding model's own tokenizer (not tiktoken, which would download its tables), so a
 chunk fits the encoder's window.
-
-Sentences are found by :func:`split_sentences`, not by the splitter's default NLTK punkt
-model: punkt knows English only (a Chinese text has no ". " to split at, so whole
-paragraphs were cut mid-sentence), and recent NLTK refuses to open its data files when
-the installer hard-links them (uv does), which failed every document over one chunk.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Sized
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from retriever.parsing import ParsedDocument
 
 HEADING_SEPARATOR = " > "
-# A sentence ends at ., ! or ? (with closing quotes or brackets) followed by white space, or
-# right after a full-width CJK full stop, exclamation or question mark.
-_SENTENCE_END = re.compile(r"[.!?]+[\"'”’)\]]*\s+|[。！？]+[”’」』）]*\s*")
-
-
-def split_sentences(text: str) -> list[str]:
-    """``text`` cut after each sentence end; joined back, the pieces are ``text``."""
-    pieces: list[str] = []
-    start = 0
-    for match in _SENTENCE_END.finditer(text):
-        pieces.append(text[start : match.end()])
-        start = match.end()
-    if start < len(text):
-        pieces.append(text[start:])
-    return pieces
 
 
 @dataclass(slots=True)
@@ -52,16 +31,13 @@ class Chunker:
     """Cuts parsed documents into token-bounded chunks that keep page and heading."""
 
     def __init__(
-        self, chunk_size: int, chunk_overlap: int, tokenizer: Callable[[str], Sized]
+        self, chunk_size: int, chunk_overlap: int, tokenizer: Callable[[str], list[int]]
     ) -> None:
         from llama_index.core.node_parser import MarkdownNodeParser, SentenceSplitter
 
         self._markdown = MarkdownNodeParser(header_path_separator="\x1f")
         self._splitter = SentenceSplitter(
-            chunk_size=chunk_size,
-            chunk_overlap=chunk_overlap,
-            tokenizer=tokenizer,
-            chunking_tokenizer_fn=split_sentences,
+            chunk_size=chunk_size, chunk_overlap=chunk_overlap, tokenizer=tokenizer
         )
 
     def _sections(self, text: str, markdown: bool) -> list[tuple[str, str | None]]:

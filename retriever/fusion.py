@@ -6,12 +6,6 @@ weight tried, because RRF throws away how far ahead the top hit of a list is. Wi
 all-MiniLM-L6-v2 and BM25: convex at dense weight 0.45 scored nDCG@10 0.754 on the tune
 fold (0.718 on the held-back check fold) against 0.730 (0.702) for plain RRF; see the
 table ``python -m retriever.eval --tune`` prints. RRF stays available (``FUSION=rrf``).
-
-The dense weight depends on the query's language (:func:`dense_weight`): all-MiniLM-L6-v2
-was trained on English only, and on Chinese its list is close to noise, so fused at the
-English weight it pulled the keyword list's nDCG@10 from 0.97 down to 0.31 on CMRC2018.
-Each embedding model has a tuned pair of weights (``TUNED``), one for Latin-script
-queries and one for Chinese, Japanese and Korean ones; a mixed query gets a blend.
 """
 
 from __future__ import annotations
@@ -19,20 +13,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal
 
-from retriever.keyword import cjk_share
-
 Ranked = Sequence[tuple[str, float]]
 Method = Literal["convex", "rrf"]
-
-# Convex fusion's dense weight per embedding model, (Latin-script queries, CJK queries),
-# tuned with ``python -m retriever.eval --tune`` on the tune folds of SciFact train
-# (Latin) and of the CMRC2018 trial set (CJK); the README has both folds' scores.
-TUNED: dict[str, tuple[float, float]] = {
-    "all-MiniLM-L6-v2": (0.45, 0.05),
-    "multilingual-e5-small": (0.45, 0.3),
-}
-# Any other model: the English weight measured for MiniLM, and no trust in other scripts.
-UNTUNED = (0.45, 0.05)
 
 # Cormack, Clarke & Büttcher (SIGIR 2009), the constant every RRF implementation uses.
 RRF_K = 60
@@ -93,18 +75,3 @@ def fuse(
         for place, (item, _) in enumerate(ranked):
             best_place[item] = min(best_place.get(item, place), place)
     return sorted(fused.items(), key=lambda kv: (-kv[1], best_place[kv[0]], kv[0]))
-
-
-def dense_weight(
-    query: str, model_id: str, *, latin: float | None = None, cjk: float | None = None
-) -> float:
-    """The dense list's weight for ``query``: the CJK and Latin weights blended by script.
-
-    ``latin``/``cjk`` override the tuned weights of ``model_id`` (settings
-    ``HYBRID_DENSE_WEIGHT``/``HYBRID_DENSE_WEIGHT_CJK``).
-    """
-    tuned_latin, tuned_cjk = TUNED.get(model_id, UNTUNED)
-    latin = tuned_latin if latin is None else latin
-    cjk = tuned_cjk if cjk is None else cjk
-    share = cjk_share(query)
-    return (1 - share) * latin + share * cjk

@@ -25,8 +25,6 @@ SUFFIXES = {
     ".txt": "text",
     ".text": "text",
 }
-# The file name suffixes accepted for upload (the API checks them before reading a file).
-SUPPORTED = frozenset(SUFFIXES)
 # Page furniture and code that is not the document's text.
 _HTML_DROP = ("script", "style", "noscript", "nav", "header", "footer", "aside", "form", "svg")
 

@@ -9,11 +9,6 @@ BGE-M3 a sparse ``lexical`` vector, and payload indexes on document id, owner, c
 and visibility. ``<QDRANT_COLLECTION>_documents`` holds one vector-less point per
 document (owner, collection, title, content hash, chunk count): writing it is the moment
 a new version of a document becomes the current one.
-
-The chunk collection's metadata records the embedding model that built it. Two models
-can make vectors of the same size (all-MiniLM-L6-v2 and multilingual-e5-small both make
-384), and comparing one's query with the other's documents ranks at random without any
-error, so opening a collection with another model is refused with what to do instead.
 """
 
 from __future__ import annotations
@@ -21,7 +16,6 @@ from __future__ import annotations
 import logging
 import uuid
 import warnings
-from typing import Any
 
 from qdrant_client import QdrantClient, models
 
@@ -38,10 +32,6 @@ _KEYWORD_FIELDS = ("document_id", "owner", "collection", "content_hash")
 
 class QdrantBusy(RuntimeError):
     """Another process owns the local Qdrant store."""
-
-
-class EmbedderMismatch(RuntimeError):
-    """The collection was built by another embedding model than the one configured."""
 
 
 def open_client(settings: RetrieverSettings) -> QdrantClient:
@@ -102,37 +92,18 @@ def point_id(*parts: str | int) -> str:
     return str(uuid.uuid5(_NAMESPACE, "\x1f".join(str(p) for p in parts)))
 
 
-def _check_existing(client: QdrantClient, name: str, dim: int, embedder: str) -> None:
-    """Refuse a collection built by another model or with another vector size."""
-    config = client.get_collection(name).config
-    recorded = (config.metadata or {}).get("embedder")
-    vectors = config.params.vectors
-    size = vectors[DENSE].size if isinstance(vectors, dict) and DENSE in vectors else None
-    if recorded is not None and recorded != embedder:
-        raise EmbedderMismatch(
-            f"Qdrant collection {name!r} was built with the embedding model {recorded!r}, "
-            f"but EMBEDDING_MODEL gives {embedder!r}: their vectors cannot be compared. Set "
-            f"EMBEDDING_MODEL back, or set QDRANT_COLLECTION to a new name and re-ingest"
-        )
-    if size != dim:
-        raise EmbedderMismatch(
-            f"Qdrant collection {name!r} holds {size}-dim vectors but the embedding model "
-            f"makes {dim}-dim ones; set QDRANT_COLLECTION to a new name or delete {name!r} "
-            "and re-ingest"
-        )
-    if recorded is None:
-        # Built before collections recorded their model; the only model those releases
-        # shipped by default is the one most likely in use.
-        logger.warning("collection %s records no embedding model; recording %s", name, embedder)
-        client.update_collection(name, metadata={"embedder": embedder})
-
-
-def ensure_collections(
-    client: QdrantClient, name: str, dim: int, lexical: bool, embedder: str
-) -> None:
-    """Create the chunk and document collections if missing; refuse another model's."""
+def ensure_collections(client: QdrantClient, name: str, dim: int, lexical: bool) -> None:
+    """Create the chunk and document collections if missing; refuse a dimension mismatch."""
     if client.collection_exists(name):
-        _check_existing(client, name, dim, embedder)
+        info = client.get_collection(name)
+        vectors = info.config.params.vectors
+        size = vectors[DENSE].size if isinstance(vectors, dict) and DENSE in vectors else None
+        if size != dim:
+            raise RuntimeError(
+                f"Qdrant collection {name!r} holds {size}-dim vectors but the embedding model "
+                f"makes {dim}-dim ones; set QDRANT_COLLECTION to a new name or delete {name!r} "
+                "and re-ingest"
+            )
     else:
         sparse = {BM25: models.SparseVectorParams(modifier=models.Modifier.IDF)}
         if lexical:
@@ -141,7 +112,6 @@ def ensure_collections(
             name,
             vectors_config={DENSE: models.VectorParams(size=dim, distance=models.Distance.COSINE)},
             sparse_vectors_config=sparse,
-            metadata={"embedder": embedder},
         )
         with warnings.catch_warnings():
             # Local mode ignores payload indexes (and says so); the server uses them.
@@ -149,7 +119,7 @@ def ensure_collections(
             for field in _KEYWORD_FIELDS:
                 client.create_payload_index(name, field, models.PayloadSchemaType.KEYWORD)
             client.create_payload_index(name, "live", models.PayloadSchemaType.BOOL)
-        logger.info("created Qdrant collection %s (%s, %d dims)", name, embedder, dim)
+        logger.info("created Qdrant collection %s (%d dims)", name, dim)
     registry = documents_collection(name)
     if not client.collection_exists(registry):
         client.create_collection(registry, vectors_config={})
@@ -157,17 +127,3 @@ def ensure_collections(
             warnings.simplefilter("ignore", UserWarning)
             for field in ("document_id", "owner", "collection"):
                 client.create_payload_index(registry, field, models.PayloadSchemaType.KEYWORD)
-
-
-def match(**fields: str | bool | None) -> list[models.Condition]:
-    """Exact-match conditions for the fields that are not None."""
-    return [
-        models.FieldCondition(key=key, match=models.MatchValue(value=value))
-        for key, value in fields.items()
-        if value is not None
-    ]
-
-
-def sparse_vector(value: Any) -> models.SparseVector:
-    """A Qdrant sparse vector from a :class:`~retriever.keyword.Sparse`."""
-    return models.SparseVector(indices=value.indices, values=value.values)

@@ -26,10 +26,11 @@ from app.api.schemas import (
 )
 from app.services import Services
 from app.store import documents as store
-from retriever.parsing import SUPPORTED
 
 logger = logging.getLogger(__name__)
 router = APIRouter(tags=["documents"], responses=error_responses(401, 404, 413, 415, 422, 429, 503))
+
+SUPPORTED = {".pdf", ".md", ".markdown", ".html", ".htm", ".txt", ".text"}
 
 
 def document_id(user_id: str, collection: str, filename: str) -> str:
