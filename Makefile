@@ -7,6 +7,9 @@ LOCK := requirements.lock
 # The install is keyed on what decides it, so `make setup` is a no-op when nothing changed.
 STAMP := $(VENV)/.installed-$(shell cat $(LOCK) pyproject.toml scripts/system-deps.sh 2>/dev/null | sha256sum | cut -c1-16)
 PYTEST_ARGS ?=
+# uv hard-links files from its cache by default; llama-index's file guard refuses a
+# multiply-linked file (its bundled NLTK stop words), so the venv gets real copies.
+export UV_LINK_MODE := copy
 # Where torch's CPU build comes from. This workplace keeps the wheel in /opt/wheels;
 # elsewhere PyTorch's CPU index serves it (PyPI's own torch wheel is the CUDA build).
 TORCH_SOURCE ?= $(if $(wildcard /opt/wheels/torch-*),--find-links /opt/wheels,--extra-index-url https://download.pytorch.org/whl/cpu --index-strategy unsafe-best-match)

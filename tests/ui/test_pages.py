@@ -46,8 +46,8 @@ def test_wrong_key_is_refused_with_a_readable_message(ui_env: Api) -> None:
     assert not at.exception
     assert [e.value for e in at.error] == [
         "The API key was not accepted. Use the key printed by `make run`, or create one with "
-        "`python -m app.users create NAME`. (invalid API key; create one with "
-        "'python -m app.users create NAME')"
+        "`python -m app.users create NAME`. (invalid or revoked API key; an admin makes one "
+        "with 'python -m app.users create NAME' or 'python -m app.users rotate NAME')"
     ]
     assert not at.chat_input
 
