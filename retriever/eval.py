@@ -88,7 +88,7 @@ def fold_ids(query_ids: Sequence[str], fold: Fold) -> list[str]:
 def index_dir(settings: RetrieverSettings, corpus_file: Path) -> Path:
     """Cache folder of the index of ``corpus_file`` under the current settings."""
     from retriever.encoders import default_model_path
-    from retriever.service import INDEX_VERSION
+    from retriever.writer import INDEX_VERSION
 
     stat = corpus_file.stat()
     key = "|".join(

@@ -127,3 +127,12 @@ def ensure_collections(client: QdrantClient, name: str, dim: int, lexical: bool)
             warnings.simplefilter("ignore", UserWarning)
             for field in ("document_id", "owner", "collection"):
                 client.create_payload_index(registry, field, models.PayloadSchemaType.KEYWORD)
+
+
+def match_fields(**fields: str | bool | None) -> list[models.Condition]:
+    """Exact-match conditions for the fields that are not None."""
+    return [
+        models.FieldCondition(key=key, match=models.MatchValue(value=value))
+        for key, value in fields.items()
+        if value is not None
+    ]

@@ -130,7 +130,7 @@ def test_ingest_cli_goes_on_after_bad_files(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    from retriever import ingest, settings
+    from retriever import cli, settings
 
     folder = tmp_path / "docs"
     folder.mkdir()
@@ -142,9 +142,9 @@ def test_ingest_cli_goes_on_after_bad_files(
     unknown.write_bytes(b"PK\x03\x04")
     configured = make_settings(MAX_UPLOAD_MB=1)
     monkeypatch.setattr(settings, "get_settings", lambda: configured)
-    monkeypatch.setattr(ingest, "get_settings", lambda: configured)
+    monkeypatch.setattr(cli, "get_settings", lambda: configured)
     with caplog.at_level(logging.INFO):
-        code = ingest.main([str(folder), str(unknown), "--collection", "zoo", "--owner", "u1"])
+        code = cli.main([str(folder), str(unknown), "--collection", "zoo", "--owner", "u1"])
     assert code == 1
     log = caplog.text
     assert "c.pdf: not a readable PDF" in log

@@ -19,13 +19,13 @@ def test_busy_local_store_is_reported_with_what_to_do(
     try:
         with pytest.raises(QdrantBusy, match=r"in use by another process.*QDRANT_URL"):
             open_client(settings)
-        from retriever import ingest
+        from retriever import cli
 
-        monkeypatch.setattr(ingest, "get_settings", lambda: settings)
+        monkeypatch.setattr(cli, "get_settings", lambda: settings)
         doc = tmp_path / "a.txt"
         doc.write_text("hello")
         with pytest.raises(SystemExit) as exit_info:
-            ingest.main([str(doc)])
+            cli.main([str(doc)])
         assert exit_info.value.code == 2
         assert "Upload through the API or the UI" in capsys.readouterr().err
     finally:

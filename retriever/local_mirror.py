@@ -147,7 +147,7 @@ class _Snapshot:
         return self._top(scores, allowed & overlap, limit)
 
 
-class LocalIndex:
+class LocalMirror:
     """The chunk points and current document versions of one local-mode collection."""
 
     def __init__(self, dim: int) -> None:
@@ -159,7 +159,7 @@ class LocalIndex:
         self._lock = threading.Lock()
 
     @classmethod
-    def load(cls, client: QdrantClient, name: str, dim: int) -> LocalIndex:
+    def load(cls, client: QdrantClient, name: str, dim: int) -> LocalMirror:
         """Read every point of collection ``name`` and its registry from Qdrant."""
         index = cls(dim)
         for record in _scroll(client, documents_collection(name), with_vectors=False):

@@ -1,4 +1,4 @@
-"""Ingest files from the command line: ``python -m retriever.ingest PATH... [--collection C]``.
+"""Ingest files from the command line: ``python -m retriever.cli PATH... [--collection C]``.
 
 Directories are walked for the supported types. A file that cannot be ingested is
 reported with the reason and the rest of the batch goes on; the exit status is 1 if any
@@ -36,7 +36,7 @@ def expand(paths: Iterable[Path]) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point."""
-    parser = argparse.ArgumentParser(prog="python -m retriever.ingest", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m retriever.cli", description=__doc__)
     parser.add_argument("paths", nargs="+", type=Path, help="files or directories")
     parser.add_argument("--collection", default="default", help="collection to put them in")
     parser.add_argument("--owner", default="local", help="user id that owns the documents")

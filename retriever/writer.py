@@ -1,0 +1,276 @@
+"""Writing documents: chunk, embed, store the chunks, switch the registry, retire the old.
+
+A document's registry row (one point, one write) is the switch between its versions, so a
+crash leaves it either wholly old or wholly new. Chunk points are written first; with a
+Qdrant server they are written hidden (``live=false``) and revealed by one filtered
+payload update after the switch; in local mode the registry alone decides visibility.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from qdrant_client import QdrantClient, models
+
+from retriever.chunking import Chunk, Chunker
+from retriever.encoders import DenseEncoder, Encoded, Sparse, bm25_document
+from retriever.errors import UnparseableFile
+from retriever.local_mirror import LocalMirror, StoredPoint
+from retriever.parsing import ParsedDocument
+from retriever.qdrant import BM25, DENSE, LEXICAL, documents_collection, match_fields, point_id
+from retriever.results import IngestResult, Status, default_document_id
+
+# Bumped when chunk text or vectors change meaning, so old documents are re-indexed.
+INDEX_VERSION = 1
+_UPSERT_BATCH = 256
+_GROUP = 64  # documents switched per registry write
+
+
+@dataclass(slots=True)
+class PendingDocument:
+    """A new version of one document, chunked and waiting to be embedded and stored."""
+
+    parsed: ParsedDocument
+    document_id: str
+    content_hash: str
+    chunks: list[Chunk]
+
+
+class DocumentWriter:
+    """Writes, replaces and deletes documents in the chunk and registry collections."""
+
+    def __init__(
+        self,
+        client: QdrantClient,
+        collection_name: str,
+        encoder: DenseEncoder,
+        chunker: Chunker,
+        signature: str,
+        mirror: LocalMirror | None,
+    ) -> None:
+        self.client = client
+        self.collection_name = collection_name
+        self.registry_name = documents_collection(collection_name)
+        self.encoder = encoder
+        self._chunker = chunker
+        self._signature = f"{INDEX_VERSION}|{signature}"
+        self._mirror = mirror
+
+    # ---------------------------------------------------------------- ingestion
+
+    def ingest(
+        self,
+        documents: Sequence[tuple[ParsedDocument, str | None]],
+        *,
+        owner: str,
+        collection: str,
+        progress: bool,
+    ) -> list[IngestResult]:
+        """Index parsed documents; an unchanged one is skipped, a changed one replaced."""
+        results: list[IngestResult] = []
+        pending: list[PendingDocument] = []
+        for parsed, given_id in documents:
+            doc_id = given_id or default_document_id(collection, parsed.source)
+            digest = self._content_hash(parsed, collection)
+            existing = self.stored(owner, doc_id)
+            if existing is not None and existing["content_hash"] == digest:
+                status: Status = "unchanged"
+                count = int(existing["chunks"])
+            else:
+                chunks = self._chunker.chunk(parsed)
+                if not chunks:
+                    raise UnparseableFile(parsed.source, "no text to index")
+                status = "replaced" if existing is not None else "ingested"
+                count = len(chunks)
+                pending.append(PendingDocument(parsed, doc_id, digest, chunks))
+            results.append(
+                IngestResult(doc_id, parsed.title, count, status, digest, parsed.source, collection)
+            )
+        if pending:
+            self._write(pending, owner, collection, progress)
+        return results
+
+    def _content_hash(self, parsed: ParsedDocument, collection: str) -> str:
+        text = "\x1e".join(f"{s.page}\x1f{s.markdown}\x1f{s.text}" for s in parsed.sections)
+        key = f"{self._signature}\x1e{collection}\x1e{parsed.title}\x1e{text}"
+        return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+    def _write(
+        self, pending: list[PendingDocument], owner: str, collection: str, progress: bool
+    ) -> None:
+        """Embed every chunk in one batch, then store and switch the documents in groups."""
+        from tqdm import tqdm
+
+        texts = [index_text(doc.parsed.title, c) for doc in pending for c in doc.chunks]
+        encoded = self.encoder.encode(texts, progress=progress)
+        keyword = [bm25_document(t) for t in texts]
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        offset = 0
+        with tqdm(total=len(pending), desc="storing", unit="doc", disable=not progress) as bar:
+            for start in range(0, len(pending), _GROUP):
+                group = pending[start : start + _GROUP]
+                points: list[StoredPoint] = []
+                for doc in group:
+                    for chunk in doc.chunks:
+                        sparse = {BM25: keyword[offset]}
+                        if encoded.lexical is not None:
+                            sparse[LEXICAL] = encoded.lexical[offset]
+                        points.append(
+                            self._point(doc, chunk, owner, collection, encoded, offset, sparse)
+                        )
+                        offset += 1
+                registry = [_registry_row(doc, owner, collection, now) for doc in group]
+                self._store(points, registry, owner)
+                bar.update(len(group))
+
+    def _point(
+        self,
+        doc: PendingDocument,
+        chunk: Chunk,
+        owner: str,
+        collection: str,
+        encoded: Encoded,
+        row: int,
+        sparse: dict[str, Sparse],
+    ) -> StoredPoint:
+        payload = {
+            **_document_fields(doc, owner, collection),
+            "position": chunk.position,
+            "page": chunk.page,
+            "heading": chunk.heading,
+            "text": chunk.text,
+            # Local mode: the registry decides visibility; server: revealed after the switch.
+            "live": self._mirror is not None,
+        }
+        pid = point_id(owner, doc.document_id, doc.content_hash, chunk.position)
+        return StoredPoint(pid, encoded.dense[row], sparse, payload)
+
+    def _store(
+        self, points: list[StoredPoint], registry: list[models.PointStruct], owner: str
+    ) -> None:
+        """Upsert chunks, switch the documents to them, then retire their old versions."""
+        for i in range(0, len(points), _UPSERT_BATCH):
+            batch = [_to_struct(p) for p in points[i : i + _UPSERT_BATCH]]
+            self.client.upsert(self.collection_name, batch, wait=True)
+        if self._mirror is not None:
+            self._mirror.add(points)
+        # The switch: from here each document of the group is its new version.
+        self.client.upsert(self.registry_name, registry, wait=True)
+        if self._mirror is None:
+            new_ids: list[models.ExtendedPointId] = [p.id for p in points]
+            self.client.set_payload(self.collection_name, {"live": True}, points=new_ids, wait=True)
+        for record in registry:
+            doc_payload: dict[str, Any] = dict(record.payload or {})
+            doc_id = str(doc_payload["document_id"])
+            if self._mirror is not None:
+                self._mirror.set_document(owner, doc_id, doc_payload)
+            self._retire(owner, doc_id, str(doc_payload["content_hash"]))
+
+    def _retire(self, owner: str, document_id: str, keep_hash: str) -> None:
+        """Delete a document's chunks of every version but ``keep_hash``."""
+        if self._mirror is not None:
+            mirror = self._mirror
+            old = [
+                pid
+                for pid in mirror.point_ids(owner, document_id)
+                if mirror.point_hash(pid) != keep_hash
+            ]
+            if old:
+                self.client.delete(self.collection_name, models.PointIdsList(points=old), wait=True)
+                mirror.remove(old)
+            return
+        self.client.delete(
+            self.collection_name,
+            models.FilterSelector(
+                filter=models.Filter(
+                    must=match_fields(owner=owner, document_id=document_id),
+                    must_not=match_fields(content_hash=keep_hash),
+                )
+            ),
+            wait=True,
+        )
+
+    # ---------------------------------------------------------------- registry
+
+    def stored(self, owner: str, document_id: str) -> dict[str, Any] | None:
+        """The registry row of a document, or None."""
+        if self._mirror is not None:
+            return self._mirror.document(owner, document_id)
+        records = self.client.retrieve(self.registry_name, [point_id(owner, document_id)])
+        return dict(records[0].payload or {}) if records else None
+
+    def delete(self, document_id: str, *, owner: str) -> int:
+        """Remove a document and all its chunks; returns how many visible chunks went."""
+        existing = self.stored(owner, document_id)
+        registry_id = models.PointIdsList(points=[point_id(owner, document_id)])
+        if self._mirror is not None:
+            mirror = self._mirror
+            ids = mirror.point_ids(owner, document_id)
+            if existing is None and not ids:
+                return 0
+            # Registry first: the whole document disappears in that one write.
+            self.client.delete(self.registry_name, registry_id, wait=True)
+            mirror.set_document(owner, document_id, None)
+            current = existing["content_hash"] if existing else None
+            visible = [i for i in ids if mirror.point_hash(i) == current]
+            if ids:
+                self.client.delete(self.collection_name, models.PointIdsList(points=ids), wait=True)
+                mirror.remove(ids)
+            return len(visible)
+        if existing is None:
+            return 0
+        live = models.Filter(must=match_fields(owner=owner, document_id=document_id, live=True))
+        count = self.client.count(self.collection_name, count_filter=live, exact=True).count
+        everything = models.Filter(must=match_fields(owner=owner, document_id=document_id))
+        self.client.delete(
+            self.collection_name, models.FilterSelector(filter=everything), wait=True
+        )
+        self.client.delete(self.registry_name, registry_id, wait=True)
+        return int(count)
+
+
+def index_text(title: str, chunk: Chunk) -> str:
+    """What is embedded and keyword-indexed: the chunk with its title and heading."""
+    head = [title]
+    if chunk.heading and not chunk.text.lstrip("# ").startswith(chunk.heading.split(" > ")[-1]):
+        head.append(chunk.heading)
+    return "\n".join([*head, chunk.text])
+
+
+def _registry_row(
+    doc: PendingDocument, owner: str, collection: str, now: str
+) -> models.PointStruct:
+    return models.PointStruct(
+        id=point_id(owner, doc.document_id),
+        vector={},
+        payload={
+            **_document_fields(doc, owner, collection),
+            "chunks": len(doc.chunks),
+            "ingested_at": now,
+        },
+    )
+
+
+def _document_fields(doc: PendingDocument, owner: str, collection: str) -> dict[str, Any]:
+    """Payload fields a document's chunks and its registry row share."""
+    return {
+        "document_id": doc.document_id,
+        "owner": owner,
+        "collection": collection,
+        "title": doc.parsed.title,
+        "source": doc.parsed.source,
+        "content_hash": doc.content_hash,
+    }
+
+
+def _to_struct(point: StoredPoint) -> models.PointStruct:
+    vector: dict[str, Any] = {DENSE: point.dense.tolist()}
+    for name, value in point.sparse.items():
+        if not value.indices:
+            continue  # a chunk of stop words only: nothing to match on
+        vector[name] = models.SparseVector(indices=value.indices, values=value.values)
+    return models.PointStruct(id=point.id, vector=vector, payload=point.payload)
