@@ -26,11 +26,10 @@ from app.api.schemas import (
 )
 from app.services import Services
 from app.store import documents as store
+from retriever.parsing import SUFFIXES
 
 logger = logging.getLogger(__name__)
 router = APIRouter(tags=["documents"], responses=error_responses(401, 404, 413, 415, 422, 429, 503))
-
-SUPPORTED = {".pdf", ".md", ".markdown", ".html", ".htm", ".txt", ".text"}
 
 
 def document_id(user_id: str, collection: str, filename: str) -> str:
@@ -99,13 +98,13 @@ async def upload(
                 }
             )
             continue
-        if suffix not in SUPPORTED:
+        if suffix not in SUFFIXES:
             rejected.append(
                 {
                     "filename": name,
                     "status": 415,
                     "reason": f"{name}: unsupported type {suffix or '(none)'}; "
-                    f"upload one of {', '.join(sorted(SUPPORTED))}",
+                    f"upload one of {', '.join(sorted(SUFFIXES))}",
                 }
             )
             continue
