@@ -3,6 +3,8 @@
 ``create NAME [--admin]`` and ``rotate NAME`` print the new key once, alone on the last
 line, so scripts can take it with ``tail -n1``. ``revoke NAME`` makes the user's key stop
 working at once (the API looks keys up on every request); the user and their turns stay.
+``train-on-context NAME on|off`` records the user's choice to let training prompts keep
+their retrieved sources and memories (off by default; see the README's privacy section).
 """
 
 from __future__ import annotations
@@ -14,7 +16,14 @@ import sys
 
 from app.auth import hash_api_key, new_api_key
 from app.store import Database, User
-from app.store.users import UserExists, add_user, set_key_hash, user_by_key_hash, user_by_name
+from app.store.users import (
+    UserExists,
+    add_user,
+    set_key_hash,
+    set_train_on_context,
+    user_by_key_hash,
+    user_by_name,
+)
 
 __all__ = ["UserExists", "create_user", "revoke_key", "rotate_key", "user_by_key", "user_by_name"]
 
@@ -70,6 +79,11 @@ def main(argv: list[str] | None = None) -> None:
     create.add_argument("--admin", action="store_true", help="give the user the admin role")
     sub.add_parser("rotate", help="give a user a new key (printed once)").add_argument("name")
     sub.add_parser("revoke", help="make a user's key stop working now").add_argument("name")
+    context = sub.add_parser(
+        "train-on-context", help="let training prompts keep the user's sources and memories"
+    )
+    context.add_argument("name")
+    context.add_argument("choice", choices=["on", "off"])
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
 
@@ -90,9 +104,14 @@ def main(argv: list[str] | None = None) -> None:
             logger.info(
                 "new API key for %r (the old one no longer works), shown only now:", user.name
             )
-        else:
+        elif args.command == "revoke":
             revoke_key(db, _cli_user(db, args.name, parser).id)
             logger.info("revoked the API key of %r; 'rotate' gives them a new one", args.name)
+            return
+        else:
+            set_train_on_context(db, _cli_user(db, args.name, parser).id, args.choice == "on")
+            kept = "keep" if args.choice == "on" else "leave out"
+            logger.info("training prompts now %s the sources and memories of %r", kept, args.name)
             return
     finally:
         db.close()

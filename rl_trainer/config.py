@@ -120,6 +120,17 @@ class Recipe:
     max_ratings_per_user_per_day: int = field(
         default=20, metadata={"help": "Ratings counted per user per day (one user cannot steer)."}
     )
+    max_turns_per_user: int = field(
+        default=200,
+        metadata={"help": "Most recent turns with a signal kept per user in a snapshot."},
+    )
+    max_user_share: float = field(
+        default=0.5,
+        metadata={
+            "help": "Refuse a snapshot where one user's share of the training rows is above "
+            "this; checked once 2 or more users contributed (1 user: a personal deployment)."
+        },
+    )
     judge_margin: float = field(
         default=0.2,
         metadata={"help": "Judge scores (0..1) of two answers must differ this much to pair."},
@@ -169,6 +180,12 @@ class Recipe:
             raise ValueError(f"beta={self.beta} is negative; use 0 (no KL) or more")
         if not 0.0 <= self.heldout_fraction < 1.0:
             raise ValueError(f"heldout_fraction={self.heldout_fraction} must be in [0, 1)")
+        if self.max_turns_per_user < 1:
+            raise ValueError(f"max_turns_per_user={self.max_turns_per_user} must be at least 1")
+        if not 0.0 < self.max_user_share <= 1.0:
+            raise ValueError(
+                f"max_user_share={self.max_user_share} must be in (0, 1]; 1 turns the check off"
+            )
         if not 0.0 < self.gate_threshold <= 1.0:
             raise ValueError(f"gate_threshold={self.gate_threshold} must be in (0, 1]")
         if self.judge != "llm" and not self.judge.startswith("rule:"):

@@ -4,8 +4,14 @@ Only what is stored is used, so an adapter can be traced back to its turns: the 
 ids of every split are written beside the data and go into the adapter's manifest.
 Left out, and counted: turns of users an admin marked untrusted, failed or empty
 turns, and turns with no signal at all (no counted rating, correction or judgment).
-Ratings are capped per user per day, so one user cannot steer training alone. The
-held-out slice is split by *thread* (never sees training), deterministically.
+The held-out slice is split by *thread* (never sees training), deterministically.
+
+The adapter is shared by every user, so a training row holds only what its owner may
+share: DPO pairs never mix two users' turns, and a prompt keeps the user's retrieved
+sources and memories only when that user opted in (``users.train_on_context``).
+No user may dominate either: ratings are capped per user per day, turns with a signal
+per user per snapshot, and a snapshot where one of several users holds more than
+``max_user_share`` of the training rows is refused.
 """
 
 from __future__ import annotations
@@ -15,14 +21,14 @@ import json
 import logging
 import math
 import random
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from app.store.db import Database
 from app.store.feedback import training_signals
-from app.store.models import Turn
+from app.store.models import Feedback, Turn
 from rl_trainer.config import Recipe
 
 logger = logging.getLogger(__name__)
@@ -32,13 +38,18 @@ TRAIN_FILE, HELDOUT_FILE, SNAPSHOT_FILE = "train.jsonl", "heldout.jsonl", "snaps
 GSM8K_INSTRUCTION = "Solve step by step, then give the final number after '####'."
 
 
+class DataError(ValueError):
+    """A snapshot the trainer refuses to train on; the message says what to change."""
+
+
 @dataclass
 class Signal:
-    """What a turn tells training: its score (0..1) and a user's correction, if any."""
+    """What a turn tells training: its score (0..1), a user's correction, the prompt."""
 
     turn: Turn
     score: float | None
     corrected: str | None
+    prompt: list[dict[str, Any]]  # the turn's messages as far as its user shares them
 
 
 @dataclass
@@ -51,10 +62,16 @@ class Snapshot:
     heldout: list[dict[str, Any]]
     counts: dict[str, int] = field(default_factory=dict)
     turn_ids: dict[str, list[str]] = field(default_factory=dict)
+    user_shares: dict[str, float] = field(default_factory=dict)  # user id -> share of train
 
     def summary(self) -> dict[str, Any]:
-        """Counts and turn ids, for the manifest."""
-        return {"algo": self.algo, "counts": self.counts, "turn_ids": self.turn_ids}
+        """Counts, turn ids and each user's share of the training rows, for the manifest."""
+        return {
+            "algo": self.algo,
+            "counts": self.counts,
+            "turn_ids": self.turn_ids,
+            "user_shares": self.user_shares,
+        }
 
 
 def _day(turn_or_feedback: Any) -> str:
@@ -69,23 +86,58 @@ def _info(turn: Turn) -> dict[str, Any]:
     return {"num_sources": len(turn.retrieved or []), "answerable": None, "answer": None}
 
 
-def collect_signals(
-    db: Database, recipe: Recipe, judge_model: str | None, counts: dict[str, int]
-) -> list[Signal]:
-    """Turns worth learning from, each with its (capped) signal; ``counts`` says what fell out."""
-    untrusted, turns, feedback = training_signals(db)
-    # The rating cap: the first N ratings of each user on each day count, the rest do not.
+def shareable_prompt(messages: list[dict[str, Any]], with_context: bool) -> list[dict[str, Any]]:
+    """The messages a training row may hold: without the user's context unless allowed.
+
+    The agent writes its system message as the instruction, then each data block (the
+    numbered sources, the memories) after a blank line, so everything after the first
+    blank line is the user's private context. Cutting there can only drop too much, never
+    keep a source. The question, the earlier messages of the thread and the answer stay.
+    """
+    if with_context:
+        return messages
+    return [
+        {**m, "content": str(m.get("content", "")).split("\n\n", 1)[0]}
+        if m.get("role") == "system"
+        else m
+        for m in messages
+    ]
+
+
+def counted_ratings(
+    feedback: list[Feedback], untrusted: set[str], cap: int, counts: dict[str, int]
+) -> set[str]:
+    """Ids of the ratings that count: the first ``cap`` of each user on each day."""
     used: dict[tuple[str, str], int] = defaultdict(int)
     counted: set[str] = set()
     for fb in feedback:
         if fb.user_id in untrusted:
             continue
         key = (fb.user_id, _day(fb))
-        if used[key] < recipe.max_ratings_per_user_per_day:
+        if used[key] < cap:
             used[key] += 1
             counted.add(fb.id)
         else:
             counts["ratings_over_cap"] += 1
+    return counted
+
+
+def cap_per_user(signals: list[Signal], cap: int, counts: dict[str, int]) -> list[Signal]:
+    """The ``cap`` most recent signals of each user, in their original (oldest first) order."""
+    by_user: dict[str, list[Signal]] = defaultdict(list)
+    for s in sorted(signals, key=lambda s: s.turn.created_at):
+        by_user[s.turn.user_id].append(s)
+    kept = {s.turn.id for group in by_user.values() for s in group[-cap:]}
+    counts["turns_over_cap"] += len(signals) - len(kept)
+    return [s for s in signals if s.turn.id in kept]
+
+
+def collect_signals(
+    db: Database, recipe: Recipe, judge_model: str | None, counts: dict[str, int]
+) -> list[Signal]:
+    """Turns worth learning from, each with its (capped) signal; ``counts`` says what fell out."""
+    untrusted, shared, turns, feedback = training_signals(db)
+    counted = counted_ratings(feedback, untrusted, recipe.max_ratings_per_user_per_day, counts)
     signals: list[Signal] = []
     for turn in turns:
         counts["turns_seen"] += 1
@@ -109,7 +161,9 @@ def collect_signals(
         if score is None and corrected is None:
             counts["no_signal"] += 1
             continue
-        signals.append(Signal(turn, score, corrected))
+        prompt = shareable_prompt(turn.messages, turn.user_id in shared)
+        signals.append(Signal(turn, score, corrected, prompt))
+    signals = cap_per_user(signals, recipe.max_turns_per_user, counts)
     counts["with_signal"] = len(signals)
     return signals
 
@@ -133,23 +187,27 @@ def assistant(text: str) -> list[dict[str, str]]:
 
 
 def dpo_pairs(signals: list[Signal], margin: float) -> list[dict[str, Any]]:
-    """Pairs from corrections, and from differently scored answers to the same question."""
+    """Pairs from corrections, and from one user's differently scored answers to one question.
+
+    Answers of two users are never paired: the row would show one user's answer (which
+    may quote their documents) to training under the other user's prompt.
+    """
     pairs: list[dict[str, Any]] = []
     for s in signals:
         if s.corrected and s.corrected.strip() != s.turn.answer.strip():
             pairs.append(
                 {
-                    "prompt": s.turn.messages,
+                    "prompt": s.prompt,
                     "chosen": assistant(s.corrected),
                     "rejected": assistant(s.turn.answer),
                     "source": "correction",
                     "turn_ids": [s.turn.id],
                 }
             )
-    groups: dict[str, list[Signal]] = defaultdict(list)
+    groups: dict[tuple[str, str], list[Signal]] = defaultdict(list)
     for s in signals:
         if s.score is not None:
-            groups[_key(s.turn.standalone_query or s.turn.question)].append(s)
+            groups[(s.turn.user_id, _key(s.turn.standalone_query or s.turn.question))].append(s)
     for group in groups.values():
         ranked = sorted(group, key=lambda s: s.score or 0.0, reverse=True)
         for i, better in enumerate(ranked):
@@ -160,7 +218,7 @@ def dpo_pairs(signals: list[Signal], margin: float) -> list[dict[str, Any]]:
                     continue
                 pairs.append(
                     {
-                        "prompt": better.turn.messages,
+                        "prompt": better.prompt,
                         "chosen": assistant(better.turn.answer),
                         "rejected": assistant(worse.turn.answer),
                         "source": "scores",
@@ -170,13 +228,17 @@ def dpo_pairs(signals: list[Signal], margin: float) -> list[dict[str, Any]]:
     return pairs
 
 
-def grpo_prompt(turn: Turn) -> dict[str, Any]:
-    """A GRPO row: the exact stored prompt plus the columns the rewards read."""
-    return {"prompt": turn.messages, **_info(turn), "turn_id": turn.id}
+def grpo_prompt(signal: Signal) -> dict[str, Any]:
+    """A GRPO row: the stored prompt (as far as shared) plus the columns the rewards read."""
+    return {"prompt": signal.prompt, **_info(signal.turn), "turn_id": signal.turn.id}
 
 
 def heldout_row(turn: Turn) -> dict[str, Any]:
-    """A gate row: the prompt, the reward columns, and what was answered then."""
+    """A gate row: the prompt, the reward columns, and what was answered then.
+
+    The gate only asks the models and the judge; it trains nothing, so its prompts are
+    whole: the candidate is measured on what users actually send.
+    """
     return {
         "prompt": turn.messages,
         **_info(turn),
@@ -264,8 +326,67 @@ def read_snapshot(path: Path) -> Snapshot:
         with (path / name).open(encoding="utf-8") as handle:
             splits.append([json.loads(line) for line in handle if line.strip()])
     return Snapshot(
-        path, summary["algo"], splits[0], splits[1], summary["counts"], summary["turn_ids"]
+        path,
+        summary["algo"],
+        splits[0],
+        splits[1],
+        summary["counts"],
+        summary["turn_ids"],
+        summary.get("user_shares", {}),  # snapshots from before shares were recorded
     )
+
+
+def row_turns(row: dict[str, Any]) -> list[str]:
+    """The stored turns a training row comes from (none for rows of a dataset file)."""
+    return [t for t in row.get("turn_ids", [row.get("turn_id")]) if t]
+
+
+def user_shares(rows: list[dict[str, Any]], owners: dict[str, str]) -> dict[str, float]:
+    """Each user's share of ``rows``, largest first; a row's turns are all one user's."""
+    per_user = Counter(owners[turns[0]] for r in rows if (turns := row_turns(r)))
+    total = sum(per_user.values())
+    return {user: round(n / total, 4) for user, n in per_user.most_common()}
+
+
+def check_shares(shares: dict[str, float], limit: float) -> None:
+    """Refuse a snapshot one of several users dominates (:class:`DataError`).
+
+    A single contributor is a personal deployment, whose one user may train alone.
+    """
+    if len(shares) < 2:
+        if shares:
+            logger.info("one user contributed every training row; max_user_share needs 2+")
+        return
+    user, share = next(iter(shares.items()))
+    if share > limit:
+        raise DataError(
+            f"user {user} holds {share:.0%} of the training rows, above max_user_share="
+            f"{limit:g} ({len(shares)} users contributed); one user must not steer the shared "
+            f"adapter. Wait for more users' feedback, lower max_turns_per_user, mark the user "
+            f'untrusted (PATCH /admin/users/{user} with {{"trusted": false}}), or raise the '
+            f"limit for this run: --set max_user_share={math.ceil(share * 100 - 1e-9) / 100:g}"
+        )
+
+
+def dpo_rows(
+    signals: list[Signal], recipe: Recipe, sampler: Any, counts: dict[str, int]
+) -> list[dict[str, Any]]:
+    """The DPO training rows: stored pairs, plus fresh ones when a sampler is given."""
+    rows = dpo_pairs(signals, recipe.judge_margin)
+    if recipe.fresh_pairs and sampler is not None:
+        client, model, judge = sampler
+        rows += fresh_pairs(
+            [grpo_prompt(s) for s in signals],
+            client,
+            model,
+            judge,
+            recipe.fresh_pairs,
+            recipe.seed,
+            recipe.max_completion_length,
+        )
+    for source in ("correction", "scores", "fresh"):
+        counts[f"pairs_{source}"] = sum(1 for r in rows if r["source"] == source)
+    return rows
 
 
 def build_data(
@@ -281,11 +402,15 @@ def build_data(
 
     Args:
         db: the store.
-        recipe: decides the algorithm, held-out share, rating cap and pairing margin.
+        recipe: decides the algorithm, held-out share, per-user caps and pairing margin.
         out: directory the snapshot is written to.
         judge_model: only judgments by this judge count (None: any judge).
         dataset_path: a ``{question, answer}`` JSONL used instead of the store (GRPO).
         sampler: ``(client, model, judge)`` for fresh DPO pairs when ``recipe.fresh_pairs``.
+
+    Raises:
+        DataError: one of several users holds more than ``recipe.max_user_share`` of the
+            training rows (nothing is written).
     """
     counts: dict[str, int] = defaultdict(int)
     if dataset_path is not None:
@@ -298,31 +423,18 @@ def build_data(
     signals = collect_signals(db, recipe, judge_model, counts)
     train_signals, held_signals = split_by_thread(signals, recipe.heldout_fraction)
     if recipe.algo == "dpo":
-        train_rows = dpo_pairs(train_signals, recipe.judge_margin)
-        if recipe.fresh_pairs and sampler is not None:
-            client, model, judge = sampler
-            prompts = [grpo_prompt(s.turn) for s in train_signals]
-            train_rows += fresh_pairs(
-                prompts,
-                client,
-                model,
-                judge,
-                recipe.fresh_pairs,
-                recipe.seed,
-                recipe.max_completion_length,
-            )
-        for source in ("correction", "scores", "fresh"):
-            counts[f"pairs_{source}"] = sum(1 for r in train_rows if r["source"] == source)
+        train_rows = dpo_rows(train_signals, recipe, sampler, counts)
     else:
-        train_rows = [grpo_prompt(s.turn) for s in train_signals]
+        train_rows = [grpo_prompt(s) for s in train_signals]
+    shares = user_shares(train_rows, {s.turn.id: s.turn.user_id for s in train_signals})
+    check_shares(shares, recipe.max_user_share)
     heldout = [heldout_row(s.turn) for s in held_signals]
-    counts.update(train=len(train_rows), heldout=len(heldout))
+    counts.update(train=len(train_rows), heldout=len(heldout), users=len(shares))
     # The turns training actually reads: those in pairs (DPO), every prompt (GRPO).
-    used = {t for r in train_rows for t in r.get("turn_ids", [r.get("turn_id")]) if t}
     turn_ids = {
-        "train": sorted(used),
+        "train": sorted({t for r in train_rows for t in row_turns(r)}),
         "heldout": sorted({s.turn.id for s in held_signals}),
     }
-    snapshot = Snapshot(out, recipe.algo, train_rows, heldout, dict(counts), turn_ids)
-    logger.info("dataset: %s", json.dumps(dict(counts)))
+    snapshot = Snapshot(out, recipe.algo, train_rows, heldout, dict(counts), turn_ids, shares)
+    logger.info("dataset: %s; user shares: %s", json.dumps(dict(counts)), json.dumps(shares))
     return write_snapshot(snapshot)

@@ -275,6 +275,7 @@ class Report:
     stages_s: dict[str, float] = field(default_factory=dict)
     judged: dict[str, int] = field(default_factory=dict)
     data: dict[str, int] = field(default_factory=dict)
+    users: dict[str, float] = field(default_factory=dict)  # user id -> share of training rows
     metrics: dict[str, Any] = field(default_factory=dict)
     candidate: str | None = None
     gate: dict[str, Any] | None = None
@@ -292,6 +293,9 @@ class Report:
         if self.judged:
             lines.append("judge: " + ", ".join(f"{k}={v}" for k, v in self.judged.items()))
         lines.append("data: " + ", ".join(f"{k}={v}" for k, v in sorted(self.data.items())))
+        if self.users:
+            shares = ", ".join(f"{user} {share:.0%}" for user, share in self.users.items())
+            lines.append(f"users (share of training rows): {shares}")
         if self.metrics:
             lines.append("training: " + ", ".join(f"{k}={v:.4g}" for k, v in self.metrics.items()))
         if self.gate is not None:
@@ -324,6 +328,7 @@ def run(ws: Workspace, recipe: Recipe, *, skip_judge: bool = False) -> Report:
         report.judged = dict(vars(stats))
     snapshot = _timed(report, "build_data", lambda: build_data_step(ws, recipe, run_dir / "data"))
     report.data = dict(snapshot.counts)
+    report.users = dict(snapshot.user_shares)
     result = _timed(report, "train", lambda: train_step(ws, recipe, snapshot, run_dir))
     report.metrics = _metrics(result.metrics)
     row = _timed(

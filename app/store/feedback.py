@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import selectinload
@@ -66,13 +66,20 @@ def daily_ratings(db: Database) -> dict[tuple[str, str | None], tuple[int, int]]
     return {key: (up, down) for key, (up, down) in counts.items()}
 
 
-def training_signals(db: Database) -> tuple[set[str], list[Turn], list[Feedback]]:
-    """What the trainer learns from: untrusted user ids, turns, ratings (oldest first).
+class TrainingSignals(NamedTuple):
+    """What the trainer learns from, read in one transaction."""
 
-    Turns come with their feedback and judgments loaded, detached from the session.
-    """
+    untrusted: set[str]  # users whose turns and ratings are left out
+    context_shared: set[str]  # users who let training prompts keep their sources and memories
+    turns: list[Turn]  # oldest first, with feedback and judgments loaded
+    feedback: list[Feedback]  # oldest first
+
+
+def training_signals(db: Database) -> TrainingSignals:
+    """Users' training choices, turns and ratings; the rows come detached from the session."""
     with db.session() as session:
         untrusted = set(session.scalars(select(User.id).where(User.trusted.is_(False))))
+        shared = set(session.scalars(select(User.id).where(User.train_on_context.is_(True))))
         turns = list(
             session.scalars(
                 select(Turn)
@@ -82,7 +89,7 @@ def training_signals(db: Database) -> tuple[set[str], list[Turn], list[Feedback]
         )
         feedback = list(session.scalars(select(Feedback).order_by(Feedback.created_at)))
         session.expunge_all()
-    return untrusted, turns, feedback
+    return TrainingSignals(untrusted, shared, turns, feedback)
 
 
 def turns_to_judge(

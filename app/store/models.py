@@ -108,6 +108,9 @@ class User(Base):
     api_key_hash: Mapped[str] = mapped_column(String(64), unique=True, index=True)
     role: Mapped[Role] = mapped_column(_enum(Role), default=Role.user)
     trusted: Mapped[bool] = mapped_column(Boolean, default=True)  # untrusted: left out of training
+    # Opt-in: training prompts keep this user's retrieved sources and memories; off, the
+    # trainer leaves them out (the shared adapter must not learn other users' documents).
+    train_on_context: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 

@@ -1,4 +1,7 @@
-"""Users: created with a hashed API key, found by key or name, trusted or not."""
+"""Users: created with a hashed API key, found by key or name, trusted or not.
+
+A user may let training prompts keep their sources and memories (off by default).
+"""
 
 from __future__ import annotations
 
@@ -34,19 +37,26 @@ def user_by_name(db: Database, name: str) -> User | None:
         return session.scalar(select(User).where(User.name == name))
 
 
-def set_trusted(db: Database, user_id: str, trusted: bool) -> User | None:
-    """Mark a user trusted or not; None when there is no such user."""
+def _update_user(db: Database, user_id: str, **values: object) -> User | None:
+    """Set columns of one user; None when there is no such user."""
     with db.session() as session:
         user = session.get(User, user_id)
         if user is not None:
-            user.trusted = trusted
+            for column, value in values.items():
+                setattr(user, column, value)
         return user
+
+
+def set_trusted(db: Database, user_id: str, trusted: bool) -> User | None:
+    """Mark a user trusted or not; None when there is no such user."""
+    return _update_user(db, user_id, trusted=trusted)
+
+
+def set_train_on_context(db: Database, user_id: str, allowed: bool) -> User | None:
+    """Let training prompts keep (or drop) the user's sources and memories; None: no user."""
+    return _update_user(db, user_id, train_on_context=allowed)
 
 
 def set_key_hash(db: Database, user_id: str, key_hash: str) -> User | None:
     """Replace a user's key digest (rotation, revocation); None when there is no such user."""
-    with db.session() as session:
-        user = session.get(User, user_id)
-        if user is not None:
-            user.api_key_hash = key_hash
-        return user
+    return _update_user(db, user_id, api_key_hash=key_hash)
