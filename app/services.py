@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from langgraph.graph.state import CompiledStateGraph
     from qdrant_client import QdrantClient
 
+    from backend.settings import BackendSettings
     from memory import UserMemory
     from retriever import Retriever
 
@@ -130,7 +131,7 @@ async def _checkpointer(stack: AsyncExitStack, settings: AppSettings, db: Databa
 
 
 def _open_search(
-    settings: AppSettings, model_server_url: str, base_model: str
+    settings: AppSettings, backend: BackendSettings, base_model: str
 ) -> tuple[Any, Any, Any]:
     """Qdrant client, retriever and memory (blocking: models load here)."""
     from memory import UserMemory
@@ -148,7 +149,7 @@ def _open_search(
     r_settings = retriever_settings()
     qdrant = open_client(r_settings)
     retriever = Retriever(qdrant, r_settings)
-    m_settings = memory_settings().for_server(model_server_url, base_model)
+    m_settings = memory_settings().for_server(backend.base_url, base_model, backend.vllm_api_key)
     memory = UserMemory(m_settings, qdrant) if m_settings.enabled else None
     if memory is not None:
         memory.warm_up()  # load mem0 and its embedder now, not on the first chat
@@ -168,11 +169,11 @@ async def open_services(settings: AppSettings) -> AsyncIterator[Services]:
                 "%d document(s) were ingesting when the API stopped: failed", interrupted
             )
         backend = backend_settings()
-        client = AsyncModelClient(backend.base_url)
+        client = AsyncModelClient(backend.base_url, api_key=backend.vllm_api_key or "")
         stack.push_async_callback(client.aclose)
         base_model = await _served_base_model(client, backend.model_name, settings.model_wait_s)
         qdrant, retriever, memory = await asyncio.to_thread(
-            _open_search, settings, backend.base_url, base_model
+            _open_search, settings, backend, base_model
         )
         if qdrant is not None:
             stack.callback(qdrant.close)

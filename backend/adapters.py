@@ -16,15 +16,25 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import re
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger(__name__)
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
+# Linux's PATH_MAX: a longer path cannot name a file, so it is a client error, not a 500.
+MAX_PATH_CHARS = 4096
+# Adapter names travel as the "model" field of every request and in logs and metrics: a
+# short token of letters, digits and ._- (no spaces or slashes), like a served model name.
+MAX_NAME_CHARS = 128
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 class AdapterError(Exception):
@@ -38,12 +48,24 @@ class AdapterError(Exception):
 
 @dataclass(frozen=True)
 class AdapterSpec:
-    """A validated adapter directory."""
+    """A validated adapter directory, with its weights already read and checked."""
 
     path: Path
     rank: int
     base_model: str | None
     config: dict[str, Any]
+    weights: dict[str, torch.Tensor] = field(default_factory=dict, repr=False, compare=False)
+
+
+def validate_adapter_name(name: str) -> None:
+    """Refuse a name clients could not send back as ``model`` (400 with the rule)."""
+    if len(name) > MAX_NAME_CHARS or not _NAME.fullmatch(name):
+        shown = name if len(name) <= 40 else name[:40] + "..."
+        raise AdapterError(
+            f"Invalid LoRA adapter name {shown!r}: use 1-{MAX_NAME_CHARS} letters, digits, "
+            "'.', '_' or '-', starting with a letter or digit (no spaces or slashes).",
+            400,
+        )
 
 
 def resolve_adapter_path(lora_path: str, adapters_root: Path) -> Path:
@@ -52,9 +74,18 @@ def resolve_adapter_path(lora_path: str, adapters_root: Path) -> Path:
     Raises:
         AdapterError: 400 when the path escapes the root, 404 when it does not exist.
     """
+    if "\x00" in lora_path or len(lora_path) > MAX_PATH_CHARS:
+        raise AdapterError(
+            f"Invalid 'lora_path': it must be a file path of at most {MAX_PATH_CHARS} "
+            "characters without NUL bytes.",
+            400,
+        )
     root = adapters_root.expanduser().resolve()
-    raw = Path(lora_path).expanduser()
-    resolved = (raw if raw.is_absolute() else root / raw).resolve()
+    try:
+        raw = Path(lora_path).expanduser()
+        resolved = (raw if raw.is_absolute() else root / raw).resolve()
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise AdapterError(f"Invalid 'lora_path' {lora_path[:200]!r}: {exc}", 400) from exc
     if not resolved.is_relative_to(root):
         raise AdapterError(
             f"Adapter path '{lora_path}' resolves to {resolved}, outside the adapters root "
@@ -67,10 +98,49 @@ def resolve_adapter_path(lora_path: str, adapters_root: Path) -> Path:
     return resolved
 
 
-def _config_rank(config: dict[str, Any]) -> int:
-    ranks = [int(config.get("r", 0) or 0)]
-    ranks += [int(v) for v in (config.get("rank_pattern") or {}).values()]
-    return max(ranks)
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _config_rank(config: dict[str, Any], config_file: Path) -> int:
+    """The largest LoRA rank the config asks for; 400 unless every rank is a positive int."""
+    r = config.get("r")
+    pattern = config.get("rank_pattern") or {}
+    if not _positive_int(r):
+        raise AdapterError(f"{config_file}: 'r' must be a positive integer, not {r!r}.", 400)
+    if not isinstance(pattern, dict) or not all(_positive_int(v) for v in pattern.values()):
+        raise AdapterError(
+            f"{config_file}: 'rank_pattern' must map module names to positive integers.", 400
+        )
+    return max([r, *pattern.values()])
+
+
+def read_weights(path: Path) -> dict[str, torch.Tensor]:
+    """The adapter's LoRA tensors, read whole and checked before any of them reach the model.
+
+    Raises:
+        AdapterError: 400 when the file is corrupt, holds no LoRA matrices, or non-finite values.
+    """
+    import torch
+
+    file = next(path / w for w in ADAPTER_WEIGHTS if (path / w).is_file())
+    try:
+        if file.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(file, device="cpu")
+        else:
+            state = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as exc:  # safetensors and pickle raise many types on garbage
+        raise AdapterError(f"Corrupt adapter weights in {file}: {exc}", 400) from exc
+    if not isinstance(state, dict) or not any("lora_" in str(k) for k in state):
+        raise AdapterError(f"{file} holds no LoRA weights (no 'lora_A'/'lora_B' tensors).", 400)
+    for key, tensor in state.items():
+        if not isinstance(tensor, torch.Tensor) or not tensor.is_floating_point():
+            raise AdapterError(f"{file}: '{key}' is not a floating-point tensor.", 400)
+        if not bool(torch.isfinite(tensor).all()):
+            raise AdapterError(f"{file}: '{key}' holds NaN or infinite values.", 400)
+    return state
 
 
 def validate_adapter(
@@ -99,6 +169,8 @@ def validate_adapter(
         config = json.loads(config_file.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise AdapterError(f"Cannot read {config_file}: {exc}", 400) from exc
+    if not isinstance(config, dict):
+        raise AdapterError(f"{config_file} must hold a JSON object, not {type(config).__name__}.")
     if not any((path / w).is_file() for w in ADAPTER_WEIGHTS):
         raise AdapterError(
             f"'{lora_path}' has {ADAPTER_CONFIG} but no weights ({' or '.join(ADAPTER_WEIGHTS)}).",
@@ -110,7 +182,7 @@ def validate_adapter(
             "only LoRA adapters are served.",
             400,
         )
-    rank = _config_rank(config)
+    rank = _config_rank(config, config_file)
     if rank > max_lora_rank:
         raise AdapterError(
             f"Adapter '{lora_path}' has rank {rank}, above the server's max LoRA rank "
@@ -128,7 +200,9 @@ def validate_adapter(
         )
     if not base:
         logger.warning("adapter %s does not name its base model; loading it anyway", path)
-    return AdapterSpec(path=path, rank=rank, base_model=base, config=config)
+    return AdapterSpec(
+        path=path, rank=rank, base_model=base, config=config, weights=read_weights(path)
+    )
 
 
 def _same_model(base: str, base_names: set[str]) -> bool:

@@ -70,18 +70,28 @@ def make_groups(
     max_num_seqs: int,
     tokenizer: Any,
     device: str,
-) -> list[Group]:
-    """New groups for requests on one adapter, none over ``max_num_seqs`` rows."""
+) -> tuple[list[Group], list[tuple[GenerationRequest, Exception]]]:
+    """New groups for requests on one adapter, none over ``max_num_seqs`` rows.
+
+    A request whose rows cannot be set up is returned with its error instead, so it fails
+    alone and the worker goes on.
+    """
     groups: list[Group] = []
+    failed: list[tuple[GenerationRequest, Exception]] = []
     rows: list[Row] = []
     for req in reqs:
-        if rows and len(rows) + req.n > max_num_seqs:
+        try:
+            new = [Row(req, i, tokenizer, device) for i in range(req.n)]
+        except Exception as exc:
+            failed.append((req, exc))
+            continue
+        if rows and len(rows) + len(new) > max_num_seqs:
             groups.append(Group(uid, rows))
             rows = []
-        rows += [Row(req, i, tokenizer, device) for i in range(req.n)]
+        rows += new
     if rows:
         groups.append(Group(uid, rows))
-    return groups
+    return groups, failed
 
 
 def compact(group: Group, device: str) -> list[GenerationRequest]:

@@ -96,7 +96,7 @@ class AsyncModelClient(ClientCore):
     def __init__(self, base_url: str | None = None, **kwargs: Any) -> None:
         super().__init__(base_url, **kwargs)
         self.openai = openai.AsyncOpenAI(**self._openai_options())
-        self.http = httpx.AsyncClient(timeout=self.timeout)
+        self.http = httpx.AsyncClient(timeout=self.timeout, headers=self.headers)
 
     async def aclose(self) -> None:
         """Close the connections."""
@@ -196,7 +196,7 @@ class ModelClient(ClientCore):
     def __init__(self, base_url: str | None = None, **kwargs: Any) -> None:
         super().__init__(base_url, **kwargs)
         self.openai = openai.OpenAI(**self._openai_options())
-        self.http = httpx.Client(timeout=self.timeout)
+        self.http = httpx.Client(timeout=self.timeout, headers=self.headers)
 
     def close(self) -> None:
         """Close the connections."""

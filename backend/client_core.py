@@ -127,15 +127,16 @@ class ClientCore:
         connect_timeout: float = 5.0,
         retries: int = 2,
         backoff: float = 0.25,
-        api_key: str = "EMPTY",
+        api_key: str | None = None,
     ) -> None:
-        if base_url is None or model is None or timeout is None:
+        if base_url is None or model is None or timeout is None or api_key is None:
             from backend.settings import get_settings
 
             settings = get_settings()
             base_url = base_url or settings.base_url
             model = model or settings.model_name
             timeout = timeout or settings.request_timeout_s
+            api_key = settings.vllm_api_key if api_key is None else api_key
         self.base_url = base_url.rstrip("/")
         self.root_url = self.base_url.removesuffix("/v1")
         self.model = model
@@ -143,7 +144,9 @@ class ClientCore:
         self.timeout_s, self.connect_s = float(timeout), float(connect_timeout)
         self.retries = retries
         self.backoff = backoff
-        self.api_key = api_key
+        # The openai client insists on a key; "EMPTY" is vLLM's convention for none.
+        self.api_key = api_key or "EMPTY"
+        self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
     def _openai_options(self) -> dict[str, Any]:
         """Keyword arguments of the ``openai`` client: our timeouts, and no retries of its own."""

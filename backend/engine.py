@@ -173,6 +173,11 @@ class Engine:
         """Token ids of a plain-text prompt."""
         return list(self.tokenizer.encode(text, add_special_tokens=False))
 
+    @property
+    def vocab_size(self) -> int:
+        """How many token ids the model embeds: valid prompt ids are below this."""
+        return int(self.model.get_input_embeddings().num_embeddings)
+
     def token_text(self, token_id: int) -> str:
         """The text of one token, as vLLM reports it in logprobs."""
         return str(self.tokenizer.decode([token_id]))
@@ -184,28 +189,43 @@ class Engine:
 
         with torch.inference_mode():
             while not self._stop.is_set():
-                self._run_commands()
-                self.lora.drop_retired()
-                if not self._groups:
-                    if self._pending.empty():
-                        self._wake.wait(timeout=0.5)
-                        self._wake.clear()
-                        continue
-                    # Idle until now: give requests sent together a moment to arrive, so
-                    # they start as one batch instead of one group each.
-                    time.sleep(self.batch_window_s)
-                self._admit()
-                for group in list(self._groups):
-                    self._step_safely(group)
-                    for req in compact(group, self.device):
-                        self._release(req)
-                    if not group.rows:
-                        self._groups.remove(group)
-                    self._run_commands()  # admin calls wait at most one forward pass
-                merge_groups(self._groups, self.max_num_seqs)
-        for group in self._groups:
-            for row in group.rows:
-                row.req.emit(RuntimeError("model server is shutting down"))
+                try:
+                    self._iterate()
+                except Exception:
+                    # Never let the worker die: every later request would hang. What was
+                    # running fails; the next requests start clean.
+                    logger.exception("the generation worker hit an unexpected error")
+                    self._fail_all(RuntimeError("generation failed: internal error"))
+        self._fail_all(RuntimeError("model server is shutting down"))
+
+    def _iterate(self) -> None:
+        """One round: admin commands, new requests, one forward pass of every group."""
+        self._run_commands()
+        self.lora.drop_retired()
+        if not self._groups:
+            if self._pending.empty():
+                self._wake.wait(timeout=0.5)
+                self._wake.clear()
+                return
+            # Idle until now: give requests sent together a moment to arrive, so they
+            # start as one batch instead of one group each.
+            time.sleep(self.batch_window_s)
+        self._admit()
+        for group in list(self._groups):
+            self._step_safely(group)
+            for req in compact(group, self.device):
+                self._release(req)
+            if not group.rows:
+                self._groups.remove(group)
+            self._run_commands()  # admin calls wait at most one forward pass
+        merge_groups(self._groups, self.max_num_seqs)
+
+    def _fail_all(self, error: Exception) -> None:
+        failed = {id(row.req): row.req for group in self._groups for row in group.rows}
+        self._groups = []
+        for req in failed.values():
+            req.emit(error)
+            self._release(req)
 
     def _run_commands(self) -> None:
         while True:
@@ -247,7 +267,15 @@ class Engine:
                         req.emit(exc)
                         self._release(req)
                     continue
-            self._groups += make_groups(uid, reqs, self.max_num_seqs, self.tokenizer, self.device)
+            self._start_groups(uid, reqs)
+
+    def _start_groups(self, uid: str | None, reqs: list[GenerationRequest]) -> None:
+        groups, failed = make_groups(uid, reqs, self.max_num_seqs, self.tokenizer, self.device)
+        self._groups += groups
+        for req, exc in failed:
+            logger.warning("a request could not start: %s", exc)
+            req.emit(RuntimeError(f"generation failed: {exc}"))
+            self._release(req)
 
     def _busy(self) -> set[str | None]:
         """Adapter uids that running groups decode on."""
@@ -257,11 +285,21 @@ class Engine:
         try:
             self._step(group)
         except Exception as exc:
+            requests = list({id(r.req): r.req for r in group.rows if not r.finished}.values())
+            if group.cache is None and len(requests) > 1:
+                # The first pass failed before any row moved: retry each request alone, so
+                # only the one that breaks the model fails.
+                logger.warning(
+                    "a batch of %d requests failed (%s); retrying each", len(requests), exc
+                )
+                for req in requests:
+                    self._start_groups(group.uid, [req])
+                group.rows = []
+                return
             logger.exception("generation failed for a batch of %d", len(group.rows))
-            failed = {id(r.req): r.req for r in group.rows if not r.finished}
             for row in group.rows:
                 row.finished = True
-            for req in failed.values():
+            for req in requests:
                 req.emit(RuntimeError(f"generation failed: {exc}"))
 
     # ---- decoding (worker thread only) ------------------------------------------------

@@ -10,26 +10,37 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 from fastapi import APIRouter
 from fastapi.responses import PlainTextResponse
 
-from backend.adapters import AdapterError, LoadedAdapter, validate_adapter
+from backend.adapters import AdapterError, LoadedAdapter, validate_adapter, validate_adapter_name
 from backend.openai_schema import LoadLoRAAdapterRequest, UnloadLoRAAdapterRequest
-from backend.server_state import APIError, StateDep
+from backend.server_state import APIError, StateDep, documented_errors
 
 logger = logging.getLogger(__name__)
 
-admin_router = APIRouter()
+admin_router = APIRouter(responses=documented_errors(400, 401, 404))
 
 
-@admin_router.post("/v1/load_lora_adapter", response_class=PlainTextResponse)
-async def load_lora_adapter(body: LoadLoRAAdapterRequest, state: StateDep) -> str:
+# Success is vLLM's plain-text sentence; errors are JSON like every other route's.
+_PLAIN_OK: dict[int | str, dict[str, Any]] = {
+    200: {"description": "Done", "content": {"text/plain": {"schema": {"type": "string"}}}}
+}
+
+
+@admin_router.post("/v1/load_lora_adapter", response_model=None, responses=_PLAIN_OK)
+async def load_lora_adapter(body: LoadLoRAAdapterRequest, state: StateDep) -> PlainTextResponse:
     """Load (or, with ``load_inplace``, replace) a LoRA adapter under ``lora_name``."""
     if not body.lora_name or not body.lora_path:
         raise APIError("Both 'lora_name' and 'lora_path' must be provided.", 400)
     engine = state.engine
     name = body.lora_name
+    try:
+        validate_adapter_name(name)
+    except AdapterError as exc:
+        raise APIError(exc.message, exc.status_code) from exc
     if name in engine.loaded.request_names:
         raise APIError(f"'{name}' is the base model's name; choose another adapter name.", 400)
     async with state.admin_lock:
@@ -53,11 +64,11 @@ async def load_lora_adapter(body: LoadLoRAAdapterRequest, state: StateDep) -> st
             raise APIError(exc.message, exc.status_code) from exc
         engine.registry.publish(version)
     logger.info("LoRA adapter '%s' loaded from %s (%s)", name, spec.path, version.uid)
-    return f"Success: LoRA adapter '{name}' added successfully."
+    return PlainTextResponse(f"Success: LoRA adapter '{name}' added successfully.")
 
 
-@admin_router.post("/v1/unload_lora_adapter", response_class=PlainTextResponse)
-async def unload_lora_adapter(body: UnloadLoRAAdapterRequest, state: StateDep) -> str:
+@admin_router.post("/v1/unload_lora_adapter", response_model=None, responses=_PLAIN_OK)
+async def unload_lora_adapter(body: UnloadLoRAAdapterRequest, state: StateDep) -> PlainTextResponse:
     """Stop serving ``lora_name``; requests already running on it finish on it."""
     if not body.lora_name:
         raise APIError("'lora_name' needs to be provided to unload a LoRA adapter.", 400)
@@ -66,4 +77,4 @@ async def unload_lora_adapter(body: UnloadLoRAAdapterRequest, state: StateDep) -
             raise APIError(f"The lora adapter '{body.lora_name}' cannot be found.", 404)
     state.engine.wake()
     logger.info("LoRA adapter '%s' unloaded", body.lora_name)
-    return f"Success: LoRA adapter '{body.lora_name}' removed successfully."
+    return PlainTextResponse(f"Success: LoRA adapter '{body.lora_name}' removed successfully.")

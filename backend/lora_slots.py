@@ -132,14 +132,11 @@ class LoraSlots:
 
     def _fill(self, slot: _Slot, version: LoadedAdapter) -> bool:
         """Copy ``version``'s weights into a free slot of the same shape; False if they differ."""
-        from safetensors.torch import load_file
-
-        weights = version.spec.path / "adapter_model.safetensors"
-        if not weights.is_file():
-            return False
-        state = load_file(weights, device=str(self.device))
-        if state.keys() != slot.params.keys() or any(
-            state[k].shape != slot.params[k].shape for k in state
+        state = version.spec.weights
+        if (
+            not state
+            or state.keys() != slot.params.keys()
+            or any(state[k].shape != slot.params[k].shape for k in state)
         ):
             return False
         for key, tensor in state.items():
@@ -147,38 +144,66 @@ class LoraSlots:
         return True
 
     def _inject(self, version: LoadedAdapter, signature: str | None) -> _Slot:
-        from peft import PeftModel
-
+        """Add a peft slot holding ``version``; on any failure the model is left as it was."""
         name = f"slot{next(self._slot_ids)}"
-        path = str(version.spec.path)
         try:
-            if self._peft is None:
-                self._peft = PeftModel.from_pretrained(
-                    self.model, path, adapter_name=name, is_trainable=False, low_cpu_mem_usage=True
-                )
-            else:
-                self._peft.load_adapter(
-                    path, adapter_name=name, is_trainable=False, low_cpu_mem_usage=True
-                )
-        except (ValueError, RuntimeError, KeyError, OSError) as exc:
-            if self._peft is not None and name in self._peft.peft_config:
-                self._peft.delete_adapter(name)
+            params = self._load_into_peft(version, name)
+        except Exception as exc:
+            self._undo_slot(name)
+            if isinstance(exc, AdapterError):
+                raise
             raise AdapterError(
-                f"Loading LoRA adapter '{version.name}' from {path} failed: {exc}. "
+                f"Loading LoRA adapter '{version.name}' from {version.spec.path} failed: {exc}. "
                 "Is it an adapter for the served model's architecture?",
                 400,
             ) from exc
-        self._peft.to(self.device)
+        slot = _Slot(name=name, signature=signature, params=params)
+        self._slots[name] = slot
+        self._refresh_layers()
+        return slot
+
+    def _load_into_peft(self, version: LoadedAdapter, name: str) -> dict[str, Any]:
+        """peft-inject ``version`` as adapter ``name``; its parameters by saved key."""
+        from peft import PeftModel
+
+        path = str(version.spec.path)
+        if self._peft is None:
+            self._peft = PeftModel.from_pretrained(
+                self.model, path, adapter_name=name, is_trainable=False, low_cpu_mem_usage=True
+            )
+        else:
+            self._peft.load_adapter(
+                path, adapter_name=name, is_trainable=False, low_cpu_mem_usage=True
+            )
         marker = f".{name}."
         params = {
             key.replace(marker, "."): param
             for key, param in self._peft.named_parameters()
             if marker in key
         }
-        slot = _Slot(name=name, signature=signature, params=params)
-        self._slots[name] = slot
-        self._refresh_layers()
-        return slot
+        # A tensor peft never filled stays on the meta device and breaks every later load.
+        missing = sorted(k for k, p in params.items() if p.is_meta)
+        if not params or missing:
+            raise AdapterError(
+                f"LoRA adapter '{version.name}' does not fit the served model: "
+                f"{len(missing) or 'all'} of its tensors found no module "
+                f"({', '.join(missing[:3]) or 'no LoRA layer was created'}).",
+                400,
+            )
+        self._peft.to(self.device)
+        return params
+
+    def _undo_slot(self, name: str) -> None:
+        """Remove whatever a failed injection of adapter ``name`` left in the model."""
+        from peft.tuners.tuners_utils import BaseTunerLayer
+
+        if self._peft is not None and name in self._peft.peft_config:
+            self._peft.delete_adapter(name)
+        # A failed first load leaves LoRA layers in the bare model with no PeftModel around.
+        for module in self.model.modules():
+            if isinstance(module, BaseTunerLayer) and name in getattr(module, "lora_A", {}):
+                module.delete_adapter(name)
+        self._refresh_layers()  # the next activate() sets every layer again
 
     def _make_room(self, busy: Collection[str | None]) -> None:
         """Free slots until a new one fits under ``max_loras`` (LRU idle versions first)."""

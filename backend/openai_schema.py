@@ -75,7 +75,8 @@ class _SamplingFields(_Request):
     top_p: float | None = Field(None, gt=0.0, le=1.0)
     max_tokens: int | None = Field(None, ge=1)
     n: int = Field(1, ge=1, le=MAX_N)
-    seed: int | None = None
+    # vLLM bounds the seed to a signed 64-bit integer, as torch's generators need.
+    seed: int | None = Field(None, ge=-(2**63), le=2**63 - 1)
     stop: str | list[str] | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None

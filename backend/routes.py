@@ -12,17 +12,13 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from fastapi import APIRouter
+from fastapi.responses import PlainTextResponse, StreamingResponse
 
 from backend.adapters import LoadedAdapter
 from backend.engine import Engine, GenerationRequest
-from backend.lora_routes import admin_router
 from backend.openai_schema import (
     ChatChoice,
     ChatChunkChoice,
@@ -48,14 +44,38 @@ from backend.openai_schema import (
     now,
 )
 from backend.sampling import SamplingParams, TokenDelta
-from backend.server_state import APIError, ServerState, StateDep, error_response
+from backend.server_state import (
+    APIError,
+    ServerState,
+    StateDep,
+    documented_errors,
+)
 
 logger = logging.getLogger(__name__)
 
 router = APIRouter()
+# Routes under /v1 answer these errors; /health and /metrics never do.
+V1_ERRORS = documented_errors(400, 401, 404)
 
 
 # ---- helpers ---------------------------------------------------------------------------
+
+
+# With "stream": true the same routes answer server-sent events: chunks, then [DONE].
+STREAMED: dict[int | str, dict[str, Any]] = {
+    200: {
+        "content": {
+            "text/event-stream": {
+                "schema": {
+                    "description": "One event: a JSON chunk in 'data', or '[DONE]' last.",
+                    "type": "object",
+                    "properties": {"data": {"type": "string"}, "event": {"type": "string"}},
+                    "required": ["data"],
+                }
+            }
+        }
+    },
+}
 
 
 def _resolve_model(state: ServerState, name: str | None) -> LoadedAdapter | None:
@@ -155,7 +175,7 @@ async def metrics(state: StateDep) -> str:
     return "\n".join(lines) + "\n"
 
 
-@router.get("/v1/models", response_model=ModelList)
+@router.get("/v1/models", response_model=ModelList, responses=documented_errors(401))
 async def list_models(state: StateDep) -> ModelList:
     """The base model, then each loaded adapter with ``parent`` = the base model."""
     loaded = state.engine.loaded
@@ -172,7 +192,11 @@ async def list_models(state: StateDep) -> ModelList:
     return ModelList(data=cards)
 
 
-@router.post("/v1/chat/completions", response_model=ChatCompletionResponse)
+@router.post(
+    "/v1/chat/completions",
+    response_model=ChatCompletionResponse,
+    responses={**V1_ERRORS, **STREAMED},
+)
 async def chat_completions(body: ChatCompletionRequest, state: StateDep) -> Any:
     """OpenAI chat completions, streaming or not, on the base model or an adapter."""
     engine = state.engine
@@ -299,17 +323,34 @@ async def _chat_stream(
 
 def _completion_prompts(engine: Engine, prompt: Any) -> list[list[int]]:
     if isinstance(prompt, str):
-        return [engine.encode_text(prompt)]
-    if prompt and all(isinstance(p, int) for p in prompt):
-        return [list(prompt)]
-    if prompt and all(isinstance(p, str) for p in prompt):
-        return [engine.encode_text(p) for p in prompt]
-    if prompt and all(isinstance(p, list) for p in prompt):
-        return [list(p) for p in prompt]
-    raise APIError("'prompt' must be a non-empty string, list of strings or token ids.", 400)
+        prompts = [engine.encode_text(prompt)]
+    elif prompt and all(isinstance(p, str) for p in prompt):
+        prompts = [engine.encode_text(p) for p in prompt]
+    elif prompt and all(isinstance(p, int) for p in prompt):
+        prompts = [_checked_ids(list(prompt), engine.vocab_size)]
+    elif prompt and all(isinstance(p, list) for p in prompt):
+        prompts = [_checked_ids(list(p), engine.vocab_size) for p in prompt]
+    else:
+        raise APIError("'prompt' must be a non-empty string, list of strings or token ids.", 400)
+    if any(not p for p in prompts):
+        raise APIError("The prompt is empty: send at least one token of text.", 400)
+    return prompts
 
 
-@router.post("/v1/completions", response_model=CompletionResponse)
+def _checked_ids(ids: list[int], vocab_size: int) -> list[int]:
+    """Token ids the model has; a bad one is this request's 400, never its batch's 500."""
+    bad = next((t for t in ids if isinstance(t, bool) or not 0 <= t < vocab_size), None)
+    if bad is not None:
+        raise APIError(
+            f"Token id {bad} is out of vocabulary: ids must be integers in [0, {vocab_size}).",
+            400,
+        )
+    return ids
+
+
+@router.post(
+    "/v1/completions", response_model=CompletionResponse, responses={**V1_ERRORS, **STREAMED}
+)
 async def completions(body: CompletionRequest, state: StateDep) -> Any:
     """OpenAI (legacy) text completions: prompt in, text out."""
     engine = state.engine
@@ -424,47 +465,3 @@ async def _completion_stream(
         )
         yield _sse(event.model_dump_json(exclude_none=True))
     yield _sse("[DONE]")
-
-
-# ---- app -------------------------------------------------------------------------------
-
-
-async def _api_error(_: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, APIError)
-    return error_response(exc.message, exc.status_code)
-
-
-async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, RequestValidationError)
-    parts = []
-    for err in exc.errors():
-        if err.get("type") == "json_invalid":
-            reason = (err.get("ctx") or {}).get("error", "malformed JSON")
-            parts.append(f"the body is not valid JSON ({reason} at character {err['loc'][-1]})")
-            continue
-        where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
-        parts.append(f"{where}: {err.get('msg')}")
-    return error_response("Invalid request: " + "; ".join(parts), 400)
-
-
-def create_app(
-    engine: Engine, *, adapters_root: Path, max_lora_rank: int, runtime_lora: bool
-) -> FastAPI:
-    """The FastAPI app around a (not yet started) engine; the lifespan starts and stops it."""
-
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        engine.start()
-        yield
-        engine.stop()
-
-    app = FastAPI(title="Flywheel embedded model server", lifespan=lifespan)
-    app.state.server = ServerState(
-        engine=engine, adapters_root=adapters_root, max_lora_rank=max_lora_rank
-    )
-    app.add_exception_handler(APIError, _api_error)
-    app.add_exception_handler(RequestValidationError, _validation_error)
-    app.include_router(router)
-    if runtime_lora:
-        app.include_router(admin_router)
-    return app

@@ -153,7 +153,8 @@ class ChoiceSampler:
             if params.seed is None:
                 self.generator.seed()
             else:
-                self.generator.manual_seed(params.seed * 1_000_003 + index)
+                # Modulo 2**64: torch takes any unsigned 64-bit seed, nothing larger.
+                self.generator.manual_seed((params.seed * 1_000_003 + index) % 2**64)
 
     def sample(self, logits: torch.Tensor) -> int:
         """Draw a token from ``logits`` with this choice's temperature, top-p and generator."""

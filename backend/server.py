@@ -56,6 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=s.allow_runtime_lora_updating,
         help="expose /v1/load_lora_adapter and /v1/unload_lora_adapter",
     )
+    p.add_argument(
+        "--api-key",
+        default=s.vllm_api_key,
+        help="require 'Authorization: Bearer KEY' on /v1 routes, as vLLM does (VLLM_API_KEY)",
+    )
     p.add_argument("--log-level", default="info")
     return p
 
@@ -66,7 +71,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from backend.engine import Engine
     from backend.models import ModelLoadError, load_served_model
-    from backend.routes import create_app
+    from backend.server_app import create_app
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
@@ -95,7 +100,10 @@ def main(argv: list[str] | None = None) -> None:
         adapters_root=adapters_root,
         max_lora_rank=args.max_lora_rank,
         runtime_lora=args.runtime_lora,
+        api_key=args.api_key,
     )
+    if not args.api_key and args.host not in ("127.0.0.1", "localhost", "::1"):
+        logger.warning("serving on %s without an API key: set VLLM_API_KEY", args.host)
     logger.info(
         "serving '%s' on http://%s:%d/v1 (adapters from %s, runtime LoRA %s)",
         loaded.served_name,

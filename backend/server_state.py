@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.responses import JSONResponse
@@ -38,6 +38,26 @@ def error_response(message: str, status_code: int) -> JSONResponse:
         )
     )
     return JSONResponse(body.model_dump(), status_code=status_code)
+
+
+def documented_errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for the error statuses a route answers, in vLLM's shapes."""
+    text = {
+        400: "Invalid request: the message says what to change",
+        401: "Missing or wrong API key (only when the server runs with --api-key)",
+        404: "Unknown model, adapter or path",
+    }
+    out: dict[int | str, dict[str, Any]] = {}
+    for code in codes:
+        if code == 401:  # vLLM's own body for a bad key: {"error": "Unauthorized"}
+            schema = {"type": "object", "properties": {"error": {"type": "string"}}}
+            out[code] = {
+                "description": text[code],
+                "content": {"application/json": {"schema": schema}},
+            }
+        else:
+            out[code] = {"model": ErrorResponse, "description": text[code]}
+    return out
 
 
 @dataclass

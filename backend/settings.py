@@ -49,6 +49,14 @@ class BackendSettings(BaseSettings):
         alias="MODEL_SERVER_URL",
         description="OpenAI-compatible base URL (…/v1); defaults to the embedded server.",
     )
+    vllm_api_key: str | None = Field(
+        None,
+        alias="VLLM_API_KEY",
+        description=(
+            "Key the model server requires on /v1 (vLLM's --api-key); clients send it as a "
+            "Bearer token. Empty = no key, only for a server on loopback."
+        ),
+    )
     adapters_dir: Path | None = Field(
         None, alias="ADAPTERS_DIR", description="Root of LoRA adapter versions."
     )

@@ -38,12 +38,15 @@ def vllm_args(settings: BackendSettings) -> list[str]:
 
 
 def vllm_env(settings: BackendSettings) -> dict[str, str]:
-    """Environment variables vLLM needs (runtime LoRA loading on or off)."""
-    return {
+    """Environment variables vLLM needs (runtime LoRA loading on or off, the API key)."""
+    env = {
         "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True"
         if settings.allow_runtime_lora_updating
         else "False"
     }
+    if settings.vllm_api_key:
+        env["VLLM_API_KEY"] = settings.vllm_api_key
+    return env
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -58,7 +58,10 @@ class MemorySettings(BaseSettings):
     llm_api_key: str = Field(
         "not-needed",
         alias="MEMORY_LLM_API_KEY",
-        description="API key for the extraction server (vLLM and the embedded server ignore it).",
+        description=(
+            "API key for an extraction server set by MEMORY_LLM_URL; on the API's own model "
+            "server memory uses the key the API has (VLLM_API_KEY)."
+        ),
     )
     extraction_prompt: Literal["compact", "mem0"] = Field(
         "compact",
@@ -99,15 +102,18 @@ class MemorySettings(BaseSettings):
         """mem0's SQLite history of memory changes."""
         return self.memory_dir / "history.db"
 
-    def for_server(self, base_url: str, model: str) -> MemorySettings:
+    def for_server(self, base_url: str, model: str, api_key: str | None = None) -> MemorySettings:
         """These settings with extraction on the API's own model server where none is set.
 
-        The API knows the model server's URL and the served model's name already; memory
+        The API knows the model server's URL, key and served model's name already; memory
         takes them from it rather than working them out again.
         """
-        return self.model_copy(
-            update={"llm_url": self.llm_url or base_url, "llm_model": self.llm_model or model}
-        )
+        update: dict[str, str] = {"llm_model": self.llm_model or model}
+        if not self.llm_url:
+            update["llm_url"] = base_url
+            if api_key:
+                update["llm_api_key"] = api_key
+        return self.model_copy(update=update)
 
     @property
     def llm_base_url(self) -> str:

@@ -72,7 +72,7 @@ class Workspace:
         """Open the store and a client of the model server; close both at the end."""
         settings, backend = trainer_settings(), backend_settings()
         db = open_database(settings.db_url)
-        client = ModelClient(backend.base_url)
+        client = ModelClient(backend.base_url, api_key=backend.vllm_api_key or "")
         ws = cls(settings, backend, db, client)
         try:
             yield ws

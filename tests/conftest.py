@@ -28,6 +28,10 @@ os.environ.setdefault(
 )
 
 
+# The key the shared model server requires (vLLM's --api-key); API and trainer tests send it.
+MODEL_SERVER_KEY = "test-model-server-key"
+
+
 @pytest.fixture(scope="session")
 def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A per-session directory the tiny models are built into."""
@@ -83,7 +87,9 @@ def model_server(tiny_chat_model: Path, tmp_path_factory: pytest.TempPathFactory
     """The embedded model server with the tiny model, shared by the API and trainer tests."""
     from tests.app.conftest import start_model_server, stop
 
-    server = start_model_server(tiny_chat_model, tmp_path_factory.mktemp("adapters"))
+    server = start_model_server(
+        tiny_chat_model, tmp_path_factory.mktemp("adapters"), VLLM_API_KEY=MODEL_SERVER_KEY
+    )
     yield server
     stop(server.proc)
 

@@ -69,3 +69,12 @@ def test_adapters_volume_is_shared_at_the_same_path(compose: dict[str, Any]) -> 
     }
     assert mounts["vllm"] == mounts["trainer"] == mounts["api"] == ["adapters:/adapters"]
     assert services["api"]["environment"]["ADAPTERS_DIR"] == "/adapters"
+
+
+def test_the_model_server_key_is_required_and_shared(compose: dict[str, Any]) -> None:
+    # vLLM takes VLLM_API_KEY as its --api-key; the API and the trainer send the same one,
+    # and compose refuses to start without it rather than serve /v1 to anyone.
+    services = compose["services"]
+    for name in ("vllm", "api", "trainer"):
+        value = services[name]["environment"]["VLLM_API_KEY"]
+        assert value.startswith("${VLLM_API_KEY:?"), name

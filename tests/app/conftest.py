@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import free_port, wait_until
+from tests.conftest import MODEL_SERVER_KEY, free_port, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -61,6 +61,7 @@ class ModelServer:
     url: str
     proc: subprocess.Popen[bytes]
     adapters: Path
+    key: str = ""  # the VLLM_API_KEY it requires on /v1; empty = none
 
 
 def start_model_server(model: Path | str, adapters: Path, **env: str) -> ModelServer:
@@ -86,7 +87,7 @@ def start_model_server(model: Path | str, adapters: Path, **env: str) -> ModelSe
         env={**os.environ, "HF_HUB_OFFLINE": "1", **env},
     )
     wait_http(f"http://127.0.0.1:{port}/health", proc)
-    return ModelServer(f"http://127.0.0.1:{port}/v1", proc, adapters)
+    return ModelServer(f"http://127.0.0.1:{port}/v1", proc, adapters, env.get("VLLM_API_KEY", ""))
 
 
 def start_responder(slow: bool = False) -> tuple[str, subprocess.Popen[bytes]]:
@@ -130,6 +131,9 @@ def start_api(data_dir: Path, model_url: str, **extra: str) -> Api:
         "DATA_DIR": str(data_dir),
         "API_PORT": str(port),
         "MODEL_SERVER_URL": model_url,
+        # The shared model server requires this key, as vLLM with --api-key does: every
+        # API test proves the API (chat, memory, adapters) sends it.
+        "VLLM_API_KEY": MODEL_SERVER_KEY,
         "MODEL_WAIT_S": "30",
         "HF_HUB_OFFLINE": "1",
         "MEM0_TELEMETRY": "False",

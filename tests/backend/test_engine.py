@@ -91,3 +91,84 @@ def test_incremental_detokenizer_round_trips_multibyte_text(engine: Engine) -> N
     pieces = [detok.add(i) for i in ids]
     assert "".join(pieces) == text
     assert all("\ufffd" not in p for p in pieces)
+
+
+class _Poisoned:
+    """The engine's model, except that a pass whose inputs hold ``poison`` fails."""
+
+    def __init__(self, model: object, poison: int) -> None:
+        self._model, self._poison = model, poison
+
+    def __call__(self, *, input_ids: object, **kw: object) -> object:
+        import torch
+
+        assert isinstance(input_ids, torch.Tensor)
+        if bool((input_ids == self._poison).any()):
+            raise RuntimeError("this prompt breaks the model")
+        return self._model(input_ids=input_ids, **kw)  # type: ignore[operator]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._model, name)
+
+
+def test_a_request_that_breaks_the_model_fails_alone(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    good = [engine.encode_text(t) for t in ("The quick brown fox", "Once upon a time")]
+    poison = 7
+    assert all(poison not in p for p in good)
+
+    async def run_all(paused: threading.Event) -> list[list[int] | BaseException]:
+        hold = asyncio.ensure_future(engine.run_command(paused.wait))  # worker waits here
+        tasks = [
+            asyncio.create_task(_collect(engine, p, 8)) for p in [good[0], [poison, 3], good[1]]
+        ]
+        await asyncio.sleep(0.05)  # all three are queued before the worker admits any
+        paused.set()
+        await hold
+        return await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def solo() -> list[list[int]]:
+        return [await _collect(engine, p, 8) for p in good]
+
+    expected = asyncio.run(solo())
+    monkeypatch.setattr(engine, "model", _Poisoned(engine.model, poison))
+    first, broken, second = asyncio.run(run_all(threading.Event()))
+    assert isinstance(broken, RuntimeError) and "breaks the model" in str(broken)
+    assert [first, second] == expected, "the rest of the batch completes as if alone"
+
+
+def test_a_request_that_cannot_start_fails_alone_and_the_worker_lives_on(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from backend import batching
+
+    real_init = batching.Row.__init__
+
+    def init(self: batching.Row, req: GenerationRequest, *args: object) -> None:
+        if req.params.seed == 13:
+            raise ValueError("Overflow when unpacking long long")  # what a huge seed did
+        real_init(self, req, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(batching.Row, "__init__", init)
+    prompt = engine.encode_text("The quick brown fox")
+
+    async def run() -> list[list[int] | BaseException]:
+        bad = engine.submit(prompt, SamplingParams(max_tokens=4, temperature=1.0, seed=13))
+
+        async def drain() -> list[int]:
+            return [
+                t
+                for deltas in [d async for d in engine.results(bad)]
+                for x in deltas
+                for t in x.token_ids
+            ]
+
+        return await asyncio.gather(drain(), _collect(engine, prompt, 4), return_exceptions=True)
+
+    broken, fine = asyncio.run(run())
+    assert isinstance(broken, RuntimeError) and "Overflow" in str(broken)
+    assert isinstance(fine, list) and len(fine) == 4
+    assert len(asyncio.run(_collect(engine, prompt, 3))) == 3, "the worker still serves"

@@ -215,7 +215,7 @@ def test_admin_routes_absent_when_runtime_updating_is_off(tiny_chat_model: Path)
 
     from backend.engine import Engine
     from backend.models import load_model
-    from backend.routes import create_app
+    from backend.server_app import create_app
 
     engine = Engine(load_model(str(tiny_chat_model), "tiny", "cpu", "float32"))
     app = create_app(engine, adapters_root=tiny_chat_model, max_lora_rank=16, runtime_lora=False)

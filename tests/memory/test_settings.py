@@ -38,16 +38,18 @@ def test_defaults(env: pytest.MonkeyPatch, minilm_path: Path) -> None:
 
 
 def test_extraction_follows_the_model_server(env: pytest.MonkeyPatch) -> None:
-    # What the API hands over: the model server's URL and the served model's name.
-    served = MemorySettings().for_server("http://vllm:8000/v1/", "smollm2")
+    # What the API hands over: the model server's URL, key and the served model's name.
+    served = MemorySettings().for_server("http://vllm:8000/v1/", "smollm2", "server-key")
     assert served.llm_base_url == "http://vllm:8000/v1"
     assert served.llm_model_name == "smollm2"
+    assert served.llm_api_key == "server-key"
 
     # A dedicated extraction server wins over the API's.
     env.setenv("MEMORY_LLM_URL", "http://extractor:9000/v1")
     env.setenv("MEMORY_LLM_MODEL", "Qwen/Qwen2.5-7B-Instruct")
-    own = MemorySettings().for_server("http://vllm:8000/v1", "smollm2")
+    own = MemorySettings().for_server("http://vllm:8000/v1", "smollm2", "server-key")
     assert own.llm_base_url == "http://extractor:9000/v1"
+    assert own.llm_api_key == "not-needed", "the model server's key is not sent elsewhere"
     assert own.llm_model_name == "Qwen/Qwen2.5-7B-Instruct"
 
 

@@ -48,6 +48,7 @@ def trainer_env(data_dir: Path, server: ModelServer, model: Path) -> dict[str, s
         **os.environ,
         "DATA_DIR": str(data_dir),
         "MODEL_SERVER_URL": server.url,
+        "VLLM_API_KEY": server.key,
         "ADAPTERS_DIR": str(server.adapters),
         "LLM_MODEL": str(model),
         "HF_HUB_OFFLINE": "1",

@@ -130,7 +130,7 @@ def test_fresh_pairs_are_sampled_from_the_server_and_ranked_by_the_judge(
         overlong_buffer=4,
         judge="rule:leading_citation",
     )
-    with ModelClient(model_server.url) as client:
+    with ModelClient(model_server.url, api_key=model_server.key) as client:
         base = next(m.id for m in client.list_models() if m.parent is None)
         snap = build_data(db, recipe, tmp_path / "s", sampler=(client, base, LongerWins()))
     fresh = [r for r in snap.train if r["source"] == "fresh"]

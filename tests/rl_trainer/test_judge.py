@@ -96,7 +96,7 @@ def test_garbage_from_a_real_model_stores_no_judgment(tmp_path: Path, model_serv
     user = add_user(db, "u")
     for i in range(3):
         add_turn(db, user, f"question {i}?", "an answer")
-    with ModelClient(model_server.url) as client:
+    with ModelClient(model_server.url, api_key=model_server.key) as client:
         base = next(m.id for m in client.list_models() if m.parent is None)
         stats = judge_turns(db, LLMJudge(client, base, max_tokens=16))
     # The tiny random model writes noise, never the rubric's JSON: no score is made up.

@@ -87,7 +87,7 @@ def test_a_version_the_server_cannot_load_is_not_promoted(
     db: Database, fresh_adapter: Path, model_server: Any
 ) -> None:
     root = model_server.adapters / "publish-test"
-    with ModelClient(model_server.url) as client:
+    with ModelClient(model_server.url, api_key=model_server.key) as client:
         row = pub.publish(db, fresh_adapter, {}, name="pubtest", adapters_root=root, base_model="x")
         # The adapter's config names the tiny model as its base: it loads and answers.
         pub.promote(db, client, row)

@@ -83,7 +83,7 @@ def test_training_changes_only_the_lora_and_the_adapter_serves(
 
     served = model_server.adapters / f"train-{algo}"
     shutil.copytree(result.adapter_dir, served)
-    with ModelClient(model_server.url) as client:
+    with ModelClient(model_server.url, api_key=model_server.key) as client:
         client.load_adapter(f"train-{algo}", str(served))
         reply = client.chat(
             [{"role": "user", "content": "Hi"}], model=f"train-{algo}", max_tokens=4, temperature=0
