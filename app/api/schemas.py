@@ -164,11 +164,25 @@ class HealthOut(BaseModel):
 
 
 class MeOut(BaseModel):
-    """``GET /me``: who the API key belongs to."""
+    """``GET /me``: who the API key belongs to, and what they let training use."""
 
     id: str
     name: str
     role: str
+    train_on_context: bool = Field(
+        description="Training prompts may keep this user's retrieved sources and memories."
+    )
+
+
+class MeUpdate(BaseModel):
+    """``PATCH /me``: the caller's own choices."""
+
+    train_on_context: StrictBool = Field(
+        description=(
+            "Let the shared adapter train on prompts that include your retrieved passages "
+            "and memories (off by default; your questions and answers are used either way)."
+        )
+    )
 
 
 class ServingOut(BaseModel):

@@ -88,6 +88,26 @@ def test_admin_routes_refuse_users(api: Api, users: dict[str, str]) -> None:
     assert (me["name"], me["role"]) == ("root-e2e", "admin")
 
 
+def test_a_user_opts_in_to_training_on_their_sources(api: Api) -> None:
+    key = create_user(api, "opt-in-e2e")
+    assert httpx.get(f"{api.url}/me", headers=auth(key)).json()["train_on_context"] is False
+    refused = httpx.patch(f"{api.url}/me", headers=auth(key), json={"train_on_context": 1})
+    assert refused.status_code == 422, "a strict boolean, not a truthy number"
+    changed = httpx.patch(f"{api.url}/me", headers=auth(key), json={"train_on_context": True})
+    assert changed.status_code == 200 and changed.json()["train_on_context"] is True
+    assert httpx.get(f"{api.url}/me", headers=auth(key)).json()["train_on_context"] is True
+
+    from app.store import open_database
+    from app.store.users import user_by_name
+
+    db = open_database(api.db_url())
+    try:
+        stored = user_by_name(db, "opt-in-e2e")
+        assert stored is not None and stored.train_on_context, "the trainer reads this column"
+    finally:
+        db.close()
+
+
 def assert_others_see_nothing(
     client: httpx.Client, api: Api, other: str, doc_id: str, done: dict[str, Any]
 ) -> None:
