@@ -22,8 +22,11 @@ _OPTIONS = {"temperature", "top_p", "max_tokens", "stop", "seed"}
 
 def _options(params: dict[str, Any]) -> dict[str, Any]:
     options = {k: v for k, v in params.items() if k in _OPTIONS}
-    if params.get("response_format", {}).get("type") == "json_object":
+    response_format = params.get("response_format") or {}
+    if response_format.get("type") == "json_object":
         options["json_object"] = True
+    if response_format.get("type") == "json_schema":
+        options["json_schema"] = response_format["json_schema"]["schema"]
     return options
 
 

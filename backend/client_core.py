@@ -43,6 +43,7 @@ class ChatOptions(TypedDict, total=False):
     logprobs: bool
     top_logprobs: int | None
     json_object: bool
+    json_schema: dict[str, Any] | None
     return_token_ids: bool
 
 
@@ -225,6 +226,7 @@ class ClientCore:
         logprobs: bool = False,
         top_logprobs: int | None = None,
         json_object: bool = False,
+        json_schema: dict[str, Any] | None = None,
         return_token_ids: bool = False,
     ) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"model": model or self.model, "messages": messages}
@@ -237,7 +239,7 @@ class ClientCore:
             "seed": seed,
             "logprobs": True if logprobs else None,
             "top_logprobs": top_logprobs if logprobs else None,
-            "response_format": {"type": "json_object"} if json_object else None,
+            "response_format": _response_format(json_object, json_schema),
         }
         kwargs.update({k: v for k, v in optional.items() if v is not None})
         if return_token_ids:
@@ -306,3 +308,10 @@ class ChatStream:
             self.finish_reason = choice.finish_reason or self.finish_reason
         self.text += delta
         return delta
+
+
+def _response_format(json_object: bool, json_schema: dict[str, Any] | None) -> Any:
+    """OpenAI's ``response_format``: JSON following a schema, any JSON object, or free text."""
+    if json_schema is not None:
+        return {"type": "json_schema", "json_schema": {"name": "output", "schema": json_schema}}
+    return {"type": "json_object"} if json_object else None

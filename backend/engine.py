@@ -25,9 +25,10 @@ from typing import TYPE_CHECKING, Any
 
 from backend.adapters import AdapterError, AdapterRegistry, LoadedAdapter
 from backend.batching import Group, compact, make_groups, merge_groups
+from backend.grammar import Grammars
 from backend.lora_slots import LoraSlots
 from backend.models import LoadedModel
-from backend.sampling import SamplingParams, TokenDelta, json_start_bias
+from backend.sampling import SamplingParams, TokenDelta
 
 if TYPE_CHECKING:
     import torch
@@ -91,11 +92,12 @@ class Engine:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._groups: list[Group] = []
-        self._json_start_bias: torch.Tensor | None = None
         eos = self.model.generation_config.eos_token_id
         if eos is None:
             eos = self.tokenizer.eos_token_id
         self.eos_ids: set[int] = set(eos if isinstance(eos, list) else [eos])
+        # Structured outputs; the compiler is built on first use (it scans the vocabulary).
+        self.grammars = Grammars(self.tokenizer, self.vocab_size, self.eos_ids)
         self._thread = threading.Thread(target=self._run, name="generation-worker", daemon=True)
 
     # ---- lifecycle -------------------------------------------------------------------
@@ -339,13 +341,11 @@ class Engine:
                 tokens.append(greedy[i])
                 continue
             row_logits = logits[i]
-            biased = row.json is not None and not row.json.started
-            if biased:
-                if self._json_start_bias is None:
-                    self._json_start_bias = json_start_bias(self.tokenizer, row_logits)
-                row_logits = row_logits + self._json_start_bias
+            constrained = row.grammar is not None
+            if row.grammar is not None:
+                row_logits = row.grammar.constrain(row_logits)
             if row.generator is None:
-                token = int(row_logits.argmax()) if biased else greedy[i]
+                token = int(row_logits.argmax()) if constrained else greedy[i]
             else:
                 token = row.sample(row_logits)
             tokens.append(token)

@@ -14,6 +14,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from backend.grammar import GrammarError, GrammarSpec
+
 # Largest n accepted: each choice is a sequence in the batch, so a huge n is a memory bomb.
 MAX_N = 64
 # OpenAI caps top_logprobs at 20 (chat); vLLM follows.
@@ -63,10 +65,28 @@ class StreamOptions(_Request):
     include_usage: bool = False
 
 
+class JsonSchemaFormat(_Request):
+    """``response_format.json_schema`` (OpenAI): the schema the answer must follow."""
+
+    name: str = "output"
+    schema_: dict[str, Any] | None = Field(None, alias="schema")
+    strict: bool | None = None
+
+
 class ResponseFormat(_Request):
-    """``response_format``; ``json_object`` is honoured best effort."""
+    """``response_format``: free text, any JSON object, or JSON following a schema."""
 
     type: Literal["text", "json_object", "json_schema"] = "text"
+    json_schema: JsonSchemaFormat | None = None
+
+
+class StructuredOutputs(_Request):
+    """vLLM's ``structured_outputs``: exactly one constraint for the output."""
+
+    json_: dict[str, Any] | str | None = Field(None, alias="json")
+    regex: str | None = None
+    choice: list[str] | None = None
+    json_object: bool | None = None
 
 
 class _SamplingFields(_Request):
@@ -82,6 +102,39 @@ class _SamplingFields(_Request):
     stream_options: StreamOptions | None = None
     return_token_ids: bool = False
     ignore_eos: bool = False
+    structured_outputs: StructuredOutputs | None = None
+    # vLLM's older names for the same constraints.
+    guided_json: dict[str, Any] | str | None = None
+    guided_regex: str | None = None
+    guided_choice: list[str] | None = None
+
+    def grammar_spec(self) -> GrammarSpec | None:
+        """The one structured-output constraint a request asks for, in any of its spellings."""
+        specs: list[GrammarSpec] = []
+        fmt = getattr(self, "response_format", None)
+        if fmt is not None and fmt.type == "json_object":
+            specs.append(GrammarSpec("json_object"))
+        if fmt is not None and fmt.type == "json_schema":
+            if fmt.json_schema is None or fmt.json_schema.schema_ is None:
+                raise GrammarError(
+                    "response_format of type 'json_schema' needs json_schema.schema."
+                )
+            specs.append(GrammarSpec.json_schema(fmt.json_schema.schema_))
+        wanted = self.structured_outputs
+        json_schema = wanted.json_ if wanted and wanted.json_ is not None else self.guided_json
+        regex = wanted.regex if wanted and wanted.regex else self.guided_regex
+        choice = wanted.choice if wanted and wanted.choice is not None else self.guided_choice
+        if json_schema is not None:
+            specs.append(GrammarSpec.json_schema(json_schema))
+        if regex:
+            specs.append(GrammarSpec("regex", regex))
+        if choice is not None:
+            specs.append(GrammarSpec.choice(choice))
+        if wanted is not None and wanted.json_object:
+            specs.append(GrammarSpec("json_object"))
+        if len(specs) > 1:
+            raise GrammarError("Ask for one structured output per request (json, regex or choice).")
+        return specs[0] if specs else None
 
     def stop_list(self) -> tuple[str, ...]:
         """``stop`` as a tuple of non-empty strings."""

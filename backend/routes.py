@@ -9,16 +9,18 @@ updating is enabled.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse, StreamingResponse
 
 from backend.adapters import LoadedAdapter
 from backend.engine import Engine, GenerationRequest
+from backend.grammar import GrammarError
 from backend.openai_schema import (
     ChatChoice,
     ChatChunkChoice,
@@ -28,10 +30,7 @@ from backend.openai_schema import (
     ChatLogprobs,
     ChatResponseMessage,
     ChatTokenLogprob,
-    CompletionChoice,
-    CompletionLogprobs,
     CompletionRequest,
-    CompletionResponse,
     DeltaMessage,
     ErrorInfo,
     ErrorResponse,
@@ -49,6 +48,7 @@ from backend.server_state import (
     ServerState,
     StateDep,
     documented_errors,
+    unless_client_gone,
 )
 
 logger = logging.getLogger(__name__)
@@ -78,7 +78,7 @@ STREAMED: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _resolve_model(state: ServerState, name: str | None) -> LoadedAdapter | None:
+def resolve_model(state: ServerState, name: str | None) -> LoadedAdapter | None:
     """The adapter a request's ``model`` names (None = base), with a reference taken."""
     loaded = state.engine.loaded
     if name is None or name in loaded.request_names:
@@ -89,15 +89,16 @@ def _resolve_model(state: ServerState, name: str | None) -> LoadedAdapter | None
     return version
 
 
-def _sampling(
+def sampling_params(
     state: ServerState,
     body: ChatCompletionRequest | CompletionRequest,
     prompt_len: int,
     max_tokens: int | None,
     logprobs: bool,
     top_logprobs: int,
-    json_object: bool = False,
+    grammar: Any = None,
 ) -> SamplingParams:
+    """The engine's sampling parameters of a request; 400 when it cannot fit the context."""
     context = state.engine.loaded.max_context
     if max_tokens is None:
         max_tokens = context - prompt_len
@@ -116,9 +117,18 @@ def _sampling(
         stop=body.stop_list(),
         logprobs=logprobs,
         top_logprobs=top_logprobs,
-        json_object=json_object,
         ignore_eos=body.ignore_eos,
+        grammar=grammar,
     )
+
+
+async def compile_grammar(engine: Engine, body: ChatCompletionRequest | CompletionRequest) -> Any:
+    """The compiled grammar the request's output must follow, or None."""
+    try:
+        spec = body.grammar_spec()
+        return None if spec is None else await asyncio.to_thread(engine.grammars.compile, spec)
+    except GrammarError as exc:
+        raise APIError(str(exc), 400) from exc
 
 
 def _chat_logprobs(delta: TokenDelta) -> list[ChatTokenLogprob]:
@@ -135,7 +145,8 @@ def _chat_logprobs(delta: TokenDelta) -> list[ChatTokenLogprob]:
     ]
 
 
-def _sse(payload: str) -> str:
+def sse(payload: str) -> str:
+    """One server-sent event carrying ``payload``."""
     return f"data: {payload}\n\n"
 
 
@@ -197,25 +208,25 @@ async def list_models(state: StateDep) -> ModelList:
     response_model=ChatCompletionResponse,
     responses={**V1_ERRORS, **STREAMED},
 )
-async def chat_completions(body: ChatCompletionRequest, state: StateDep) -> Any:
+async def chat_completions(body: ChatCompletionRequest, state: StateDep, request: Request) -> Any:
     """OpenAI chat completions, streaming or not, on the base model or an adapter."""
     engine = state.engine
-    adapter = _resolve_model(state, body.model)
+    adapter = resolve_model(state, body.model)
     try:
         messages = [{"role": m.role, "content": m.text()} for m in body.messages]
         try:
             prompt_ids = engine.encode_chat(messages)
         except Exception as exc:  # the template is user-facing input validation
             raise APIError(f"Cannot apply the chat template to these messages: {exc}", 400) from exc
-        json_object = body.response_format is not None and body.response_format.type != "text"
-        params = _sampling(
+        grammar = await compile_grammar(engine, body)
+        params = sampling_params(
             state,
             body,
             len(prompt_ids),
             body.max_completion_tokens or body.max_tokens,
             body.logprobs,
             body.top_logprobs or 0,
-            json_object,
+            grammar,
         )
     except BaseException:
         if adapter is not None:
@@ -227,6 +238,16 @@ async def chat_completions(body: ChatCompletionRequest, state: StateDep) -> Any:
         return StreamingResponse(
             _chat_stream(engine, req, body, model, prompt_ids), media_type="text/event-stream"
         )
+    return await unless_client_gone(request, _collect_chat(engine, req, body, model, prompt_ids))
+
+
+async def _collect_chat(
+    engine: Engine,
+    req: GenerationRequest,
+    body: ChatCompletionRequest,
+    model: str,
+    prompt_ids: list[int],
+) -> ChatCompletionResponse:
     n = body.n
     texts = [""] * n
     tokens: list[list[int]] = [[] for _ in range(n)]
@@ -273,7 +294,7 @@ async def _chat_stream(
         event = ChatCompletionChunk(
             id=chunk_id, created=created, model=model, choices=choices, **extra
         )
-        return _sse(event.model_dump_json(exclude_none=True))
+        return sse(event.model_dump_json(exclude_none=True))
 
     first = [
         ChatChunkChoice(index=i, delta=DeltaMessage(role="assistant", content=""))
@@ -302,14 +323,14 @@ async def _chat_stream(
                 yield chunk(choices)
     except Exception as exc:
         logger.exception("stream failed")
-        yield _sse(
+        yield sse(
             json.dumps(
                 ErrorResponse(
                     error=ErrorInfo(message=str(exc), type="InternalServerError", code=500)
                 ).model_dump()
             )
         )
-        yield _sse("[DONE]")
+        yield sse("[DONE]")
         return
     if body.stream_options is not None and body.stream_options.include_usage:
         usage = UsageInfo(
@@ -318,150 +339,4 @@ async def _chat_stream(
             total_tokens=len(prompt_ids) + completion_tokens,
         )
         yield chunk([], usage=usage)
-    yield _sse("[DONE]")
-
-
-def _completion_prompts(engine: Engine, prompt: Any) -> list[list[int]]:
-    if isinstance(prompt, str):
-        prompts = [engine.encode_text(prompt)]
-    elif prompt and all(isinstance(p, str) for p in prompt):
-        prompts = [engine.encode_text(p) for p in prompt]
-    elif prompt and all(isinstance(p, int) for p in prompt):
-        prompts = [_checked_ids(list(prompt), engine.vocab_size)]
-    elif prompt and all(isinstance(p, list) for p in prompt):
-        prompts = [_checked_ids(list(p), engine.vocab_size) for p in prompt]
-    else:
-        raise APIError("'prompt' must be a non-empty string, list of strings or token ids.", 400)
-    if any(not p for p in prompts):
-        raise APIError("The prompt is empty: send at least one token of text.", 400)
-    return prompts
-
-
-def _checked_ids(ids: list[int], vocab_size: int) -> list[int]:
-    """Token ids the model has; a bad one is this request's 400, never its batch's 500."""
-    bad = next((t for t in ids if isinstance(t, bool) or not 0 <= t < vocab_size), None)
-    if bad is not None:
-        raise APIError(
-            f"Token id {bad} is out of vocabulary: ids must be integers in [0, {vocab_size}).",
-            400,
-        )
-    return ids
-
-
-@router.post(
-    "/v1/completions", response_model=CompletionResponse, responses={**V1_ERRORS, **STREAMED}
-)
-async def completions(body: CompletionRequest, state: StateDep) -> Any:
-    """OpenAI (legacy) text completions: prompt in, text out."""
-    engine = state.engine
-    prompts = _completion_prompts(engine, body.prompt)
-    if body.stream and len(prompts) > 1:
-        raise APIError("Streaming supports one prompt per request; send one request each.", 400)
-    adapters: list[LoadedAdapter | None] = []
-    requests: list[GenerationRequest] = []
-    try:
-        for _ in prompts:
-            adapters.append(_resolve_model(state, body.model))
-        params_list = [
-            _sampling(
-                state, body, len(p), body.max_tokens, body.logprobs is not None, body.logprobs or 0
-            )
-            for p in prompts
-        ]
-    except BaseException:
-        for version in adapters:
-            if version is not None:
-                engine.registry.release(version)
-        raise
-    for prompt_ids, params, adapter in zip(prompts, params_list, adapters, strict=True):
-        requests.append(engine.submit(prompt_ids, params, body.n, adapter))
-    model = body.model or engine.loaded.served_name
-    if body.stream:
-        return StreamingResponse(
-            _completion_stream(engine, requests[0], body, model, prompts[0]),
-            media_type="text/event-stream",
-        )
-    choices: list[CompletionChoice] = []
-    completion_tokens = 0
-    for p, (prompt_ids, req) in enumerate(zip(prompts, requests, strict=True)):
-        texts = [""] * body.n
-        tokens: list[list[int]] = [[] for _ in range(body.n)]
-        lps = [CompletionLogprobs() for _ in range(body.n)]
-        finish: list[str | None] = [None] * body.n
-        async for deltas in engine.results(req):
-            for d in deltas:
-                _add_completion_logprobs(lps[d.index], d, len(texts[d.index]))
-                texts[d.index] += d.text
-                tokens[d.index] += d.token_ids
-                finish[d.index] = d.finish_reason or finish[d.index]
-        completion_tokens += sum(len(t) for t in tokens)
-        choices += [
-            CompletionChoice(
-                index=p * body.n + i,
-                text=texts[i],
-                logprobs=lps[i] if body.logprobs is not None else None,
-                finish_reason=finish[i],
-                token_ids=tokens[i] if body.return_token_ids else None,
-                prompt_token_ids=prompt_ids if body.return_token_ids else None,
-            )
-            for i in range(body.n)
-        ]
-    prompt_tokens = sum(len(p) for p in prompts)
-    return CompletionResponse(
-        model=model,
-        choices=choices,
-        usage=UsageInfo(
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
-            total_tokens=prompt_tokens + completion_tokens,
-        ),
-    )
-
-
-def _add_completion_logprobs(out: CompletionLogprobs, delta: TokenDelta, offset: int) -> None:
-    for lp in delta.logprobs:
-        out.tokens.append(lp.token)
-        out.token_logprobs.append(lp.logprob)
-        out.top_logprobs.append({t: v for _, t, v in lp.top})
-        out.text_offset.append(offset)
-
-
-async def _completion_stream(
-    engine: Engine,
-    req: GenerationRequest,
-    body: CompletionRequest,
-    model: str,
-    prompt_ids: list[int],
-) -> AsyncIterator[str]:
-    chunk_id, created = new_id("cmpl"), now()
-    completion_tokens = 0
-    async for deltas in engine.results(req):
-        choices = []
-        for d in deltas:
-            completion_tokens += len(d.token_ids)
-            lps = None
-            if body.logprobs is not None:
-                lps = CompletionLogprobs()
-                _add_completion_logprobs(lps, d, 0)
-            choices.append(
-                CompletionChoice(
-                    index=d.index,
-                    text=d.text,
-                    logprobs=lps,
-                    finish_reason=d.finish_reason,
-                    token_ids=d.token_ids if body.return_token_ids else None,
-                )
-            )
-        event = CompletionResponse(id=chunk_id, created=created, model=model, choices=choices)
-        yield _sse(event.model_dump_json(exclude_none=True))
-    if body.stream_options is not None and body.stream_options.include_usage:
-        usage = UsageInfo(
-            prompt_tokens=len(prompt_ids),
-            completion_tokens=completion_tokens,
-            total_tokens=len(prompt_ids) + completion_tokens,
-        )
-        event = CompletionResponse(
-            id=chunk_id, created=created, model=model, choices=[], usage=usage
-        )
-        yield _sse(event.model_dump_json(exclude_none=True))
-    yield _sse("[DONE]")
+    yield sse("[DONE]")

@@ -15,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from backend.grammar import GrammarState
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
@@ -34,8 +36,9 @@ class SamplingParams:
     stop: tuple[str, ...] = ()
     logprobs: bool = False
     top_logprobs: int = 0
-    json_object: bool = False
     ignore_eos: bool = False
+    # A compiled xgrammar grammar (see ``backend.grammar``) the output must follow.
+    grammar: Any = field(default=None, compare=False)
 
 
 @dataclass
@@ -84,54 +87,6 @@ class IncrementalDetokenizer:
         return ""
 
 
-class JsonTracker:
-    """Best-effort ``json_object`` mode: start at '{', stop when the object closes."""
-
-    def __init__(self) -> None:
-        self.started = False
-        self.depth = 0
-        self.in_string = False
-        self.escape = False
-
-    def feed(self, text: str) -> int | None:
-        """Consume text; return the index just past the closing brace, if it is in ``text``."""
-        for i, ch in enumerate(text):
-            if self.in_string:
-                if self.escape:
-                    self.escape = False
-                elif ch == "\\":
-                    self.escape = True
-                elif ch == '"':
-                    self.in_string = False
-            elif ch == '"':
-                self.in_string = True
-            elif ch in "{[":
-                self.started = True
-                self.depth += 1
-            elif ch in "}]":
-                self.depth -= 1
-                if self.started and self.depth <= 0:
-                    return i + 1
-        return None
-
-
-def json_start_bias(tokenizer: Any, logits: torch.Tensor) -> torch.Tensor:
-    """A bias that leaves only tokens starting with '{' (all tokens, if none does).
-
-    Scans the whole vocabulary: the caller computes it once and keeps it.
-    """
-    import torch
-
-    allowed = [
-        i
-        for i in range(len(tokenizer))
-        if tokenizer.decode([i], skip_special_tokens=True).lstrip().startswith("{")
-    ]
-    bias = torch.full((logits.shape[-1],), float("-inf"), device=logits.device)
-    bias[allowed] = 0.0
-    return bias if allowed else torch.zeros_like(bias)
-
-
 class ChoiceSampler:
     """The sampling state of one choice: its generator, its text so far, what was sent."""
 
@@ -145,8 +100,7 @@ class ChoiceSampler:
         self.sent = 0
         self.count = 0
         self.finished = False
-        self.json = JsonTracker() if params.json_object else None
-        self.json_fed = 0  # how much of ``text`` the JSON tracker has seen
+        self.grammar = GrammarState(params.grammar) if params.grammar is not None else None
         self.generator: torch.Generator | None = None
         if params.temperature >= GREEDY_EPSILON:
             self.generator = torch.Generator(device=device)
@@ -183,15 +137,13 @@ class ChoiceSampler:
         delta = TokenDelta(index=self.index, token_ids=[token])
         if logprobs is not None and params.logprobs:
             delta.logprobs.append(self._logprob(token, logprobs, token_text))
+        if self.grammar is not None:
+            self.grammar.accept(token)
         if token in eos_ids and not params.ignore_eos:
             return self._finish(delta, "stop")
         self.text += self.detok.add(token)
-        if self.json is not None:
-            end = self.json.feed(self.text[self.json_fed :])
-            if end is not None:
-                self.text = self.text[: self.json_fed + end]
-                return self._finish(delta, "stop")
-            self.json_fed = len(self.text)
+        if self.grammar is not None and self.grammar.complete:
+            return self._finish(delta, "stop")
         for stop in params.stop:
             at = self.text.find(stop, max(0, self.sent - len(stop)))
             if at != -1:

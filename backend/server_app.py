@@ -16,6 +16,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from backend.completion_routes import router as completion_router
 from backend.engine import Engine
 from backend.lora_routes import admin_router
 from backend.routes import router
@@ -63,6 +64,7 @@ def create_app(
     app.add_exception_handler(APIError, _api_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.include_router(router)
+    app.include_router(completion_router)
     if runtime_lora:
         app.include_router(admin_router)
     if api_key:

@@ -8,16 +8,22 @@ Errors are answered in vLLM's shape, ``{"error": {"message", "type", "param", "c
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Response
 from fastapi.responses import JSONResponse
 
 from backend.engine import Engine
 from backend.openai_schema import ErrorInfo, ErrorResponse
 
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+# How often a non-streamed request checks that its client is still there.
+_DISCONNECT_POLL_S = 0.5
 _ERROR_TYPES = {400: "BadRequestError", 404: "NotFoundError", 500: "InternalServerError"}
 
 
@@ -76,3 +82,23 @@ def _state(request: Request) -> ServerState:
 
 
 StateDep = Annotated[ServerState, Depends(_state)]
+
+
+async def unless_client_gone(request: Request, work: Coroutine[Any, Any, T]) -> T | Response:
+    """Await ``work`` (a whole, non-streamed answer) unless the client hangs up first.
+
+    A client that timed out or closed the connection gets nothing, so generating on is
+    wasted CPU: the work is cancelled, which cancels its requests in the engine.
+    """
+    task = asyncio.ensure_future(work)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=_DISCONNECT_POLL_S)
+            if done:
+                return task.result()
+            if await request.is_disconnected():
+                logger.info("client went away; generation for it stopped")
+                return Response(status_code=499)  # nginx's "client closed request"
+    finally:
+        if not task.done():
+            task.cancel()

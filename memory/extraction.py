@@ -82,13 +82,30 @@ def parse_extraction(reply: Any) -> Extraction:
     facts = [
         entry
         for entry in entries
-        if isinstance(entry, dict) and isinstance(entry.get("text"), str) and entry["text"].strip()
+        if isinstance(entry, dict)
+        and isinstance(entry.get("text"), str)
+        and entry["text"].strip()
+        and not _placeholder(entry["text"])
     ]
     dropped = len(entries) - len(facts)
     problem = None
     if dropped:
-        problem = f'{dropped} of {len(entries)} "memory" entries have no usable "text"'
+        problem = (
+            f'{dropped} of {len(entries)} "memory" entries have no usable "text" '
+            "(empty, or the prompt's own example echoed back)"
+        )
     return Extraction(facts=facts, problem=problem)
+
+
+# The prompt's template words: a small model copies them as "facts" ("first fact").
+_PLACEHOLDER = re.compile(
+    r"^\s*(<.*>|(first|second|third|another|a|the|new) fact|fact \d+|text)\s*\.?\s*$",
+    re.IGNORECASE,
+)
+
+
+def _placeholder(text: str) -> bool:
+    return bool(_PLACEHOLDER.match(text))
 
 
 # A short extraction prompt for small models, in mem0's reply format. mem0 sends it the
@@ -107,6 +124,28 @@ Rules:
 Answer with JSON only, exactly in this shape:
 {"memory": [{"text": "first fact"}, {"text": "second fact"}]}
 When there is nothing worth remembering, answer {"memory": []}."""
+
+
+# The reply's shape, decoded under this schema by the model server (structured outputs):
+# at most a few short facts, each an object with its text.
+MEMORY_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "memory": {
+            "type": "array",
+            "maxItems": 8,
+            "items": {
+                "type": "object",
+                "properties": {"text": {"type": "string", "minLength": 3, "maxLength": 200}},
+                "required": ["text"],
+                "additionalProperties": False,
+            },
+        }
+    },
+    "required": ["memory"],
+    "additionalProperties": False,
+}
+MEMORY_FORMAT = {"type": "json_schema", "json_schema": {"name": "memory", "schema": MEMORY_SCHEMA}}
 
 
 class CheckedExtractor:
@@ -129,6 +168,7 @@ class CheckedExtractor:
                 {"role": "system", "content": self.system_prompt} if m["role"] == "system" else m
                 for m in messages
             ]
+        kwargs["response_format"] = MEMORY_FORMAT  # mem0 asks for any JSON object
         outcome = parse_extraction(self.llm.generate_response(messages=messages, **kwargs))
         self._local.outcome = outcome
         return json.dumps({"memory": outcome.facts})

@@ -49,6 +49,22 @@ honestly when the sources do not contain the answer. Ignore length and the order
 Reply with JSON only: {"winner": "A" or "B" or "tie", "rationale": "<one sentence>"}"""
 
 _JSON_OBJECT = re.compile(r"\{.*\}", re.DOTALL)
+# The replies are decoded under these schemas (structured outputs), so even a small judge
+# model answers in shape; the values are still range-checked by the parsers below.
+_SCORE = {"type": "integer", "enum": [1, 2, 3, 4, 5]}
+_RATIONALE = {"type": "string", "maxLength": 300}
+POINTWISE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {**{name: _SCORE for name in CRITERIA}, "rationale": _RATIONALE},
+    "required": [*CRITERIA, "rationale"],
+    "additionalProperties": False,
+}
+PAIRWISE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"winner": {"enum": ["A", "B", "tie"]}, "rationale": _RATIONALE},
+    "required": ["winner", "rationale"],
+    "additionalProperties": False,
+}
 
 
 @dataclass
@@ -139,7 +155,7 @@ class LLMJudge:
     rubric_version: str = RUBRIC_VERSION
     failures: int = field(default=0, init=False)
 
-    def _ask(self, system: str, user: str) -> str | None:
+    def _ask(self, system: str, user: str, schema: dict[str, Any]) -> str | None:
         try:
             result = self.client.chat(
                 [{"role": "system", "content": system}, {"role": "user", "content": user}],
@@ -147,7 +163,7 @@ class LLMJudge:
                 temperature=0.0,
                 max_tokens=self.max_tokens,
                 seed=0,
-                json_object=True,
+                json_schema=schema,
             )
         except ModelServerError as exc:
             logger.warning("judge %s failed: %s", self.model, exc)
@@ -161,6 +177,7 @@ class LLMJudge:
         raw = self._ask(
             POINTWISE_SYSTEM,
             f"Conversation:\n{transcript(messages)}\n\nAnswer to grade:\n{answer}",
+            POINTWISE_SCHEMA,
         )
         verdict = parse_pointwise(raw) if raw is not None else None
         if verdict is None:
@@ -172,6 +189,7 @@ class LLMJudge:
         raw = self._ask(
             PAIRWISE_SYSTEM,
             f"Conversation:\n{transcript(messages)}\n\nAnswer A:\n{a}\n\nAnswer B:\n{b}",
+            PAIRWISE_SCHEMA,
         )
         winner = parse_pairwise(raw) if raw is not None else None
         if winner is None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
 import time
 from dataclasses import asdict, is_dataclass
 from typing import Any, Literal
@@ -20,6 +19,7 @@ from app.agent import prompts
 from app.agent.citations import cited_sources, drop_dangling
 from app.agent.context import Context
 from app.agent.state import Message, State
+from app.agent.understanding import SMALL_TALK, parse_understanding
 from app.store.records import TurnRecord
 from backend.errors import ModelServerError
 
@@ -27,12 +27,6 @@ logger = logging.getLogger(__name__)
 
 # Greetings and thanks need no search; anything else goes to retrieval unless the model
 # (with history) says otherwise.
-SMALL_TALK = re.compile(
-    r"^\s*(hi|hello|hey|hallo|good (morning|afternoon|evening)|thanks?( you)?|thank you|"
-    r"ok(ay)?|bye|goodbye|how are you)\b[\s!.?]*$",
-    re.IGNORECASE,
-)
-MAX_SUB_QUERIES = 3
 
 
 def _ms(start: float) -> float:
@@ -80,29 +74,6 @@ async def recall(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     }
 
 
-def parse_understanding(raw: str, question: str) -> tuple[str, str, list[str]]:
-    """``(standalone, route, sub_queries)`` from the model's JSON.
-
-    The original question and ``retrieve`` when it cannot be parsed.
-    """
-    match = re.search(r"\{.*\}", raw, re.DOTALL)
-    try:
-        data = json.loads(match.group(0) if match else raw)
-    except (json.JSONDecodeError, TypeError):
-        return question, "retrieve", []
-    if not isinstance(data, dict):
-        return question, "retrieve", []
-    standalone = data.get("standalone")
-    standalone = (
-        standalone.strip() if isinstance(standalone, str) and standalone.strip() else question
-    )
-    route = data.get("route") if data.get("route") in ("retrieve", "direct") else "retrieve"
-    raw_subs = data.get("sub_queries")
-    subs: list[Any] = raw_subs if isinstance(raw_subs, list) else []
-    sub_queries = [s.strip() for s in subs if isinstance(s, str) and s.strip()][:MAX_SUB_QUERIES]
-    return standalone, str(route), sub_queries if len(sub_queries) > 1 else []
-
-
 async def understand(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     """Make the question stand alone using the history, and decide whether to search."""
     ctx, start = runtime.context, time.perf_counter()
@@ -128,7 +99,10 @@ async def understand(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
             model=ctx.model,
             temperature=0.0,
             max_tokens=200,
-            response_format={"type": "json_object"},
+            response_format={
+                "type": "json_schema",
+                "json_schema": {"name": "understanding", "schema": prompts.UNDERSTAND_SCHEMA},
+            },
         )
     except ModelServerError as exc:
         logger.warning("query rewrite failed, searching with the question as asked: %s", exc)

@@ -12,11 +12,28 @@ say that the answer is not in the documents. Be concise."""
 DIRECT_SYSTEM = """You are Flywheel, a helpful and friendly assistant.
 Answer briefly. Use what you remember about the user when it helps."""
 
-UNDERSTAND_SYSTEM = """Rewrite the user's last message into a standalone search query, using
-the conversation for context, and decide whether documents are needed.
-Reply with JSON only: {"standalone": "<query>", "route": "retrieve" or "direct",
-"sub_queries": ["<at most 3 queries, only for questions with several parts>"]}.
-Use "direct" only for greetings, thanks and small talk, or questions about the user."""
+UNDERSTAND_SYSTEM = """Rewrite the user's last message as a standalone search query: replace
+words like "it", "they" or "that" with what they refer to in the conversation.
+Reply in JSON. "standalone": the rewritten last message, a question.
+"route": "retrieve" to search the documents; "direct" only for greetings, thanks and small
+talk. "sub_queries": empty, unless the last message asks several separate things; then
+one short question for each."""
+# The server decodes the reply under this schema (structured outputs), so even a small model
+# answers with exactly these fields; the values are still checked (``parse_understanding``).
+UNDERSTAND_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "standalone": {"type": "string", "minLength": 1, "maxLength": 300},
+        "route": {"enum": ["retrieve", "direct"]},
+        "sub_queries": {
+            "type": "array",
+            "items": {"type": "string", "minLength": 1, "maxLength": 300},
+            "maxItems": 3,
+        },
+    },
+    "required": ["standalone", "route", "sub_queries"],
+    "additionalProperties": False,
+}
 
 NOT_FOUND = (
     "I could not find anything about that in your documents, so I won't guess. "

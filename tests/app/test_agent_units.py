@@ -3,10 +3,13 @@ and the prompt a model sees."""
 
 from __future__ import annotations
 
+import json
+
 from app.agent.citations import cited_numbers, cited_sources, drop_dangling
 from app.agent.context import Context
-from app.agent.nodes import SMALL_TALK, build_prompt, parse_understanding
+from app.agent.nodes import build_prompt
 from app.agent.state import State, append_messages
+from app.agent.understanding import SMALL_TALK, parse_understanding
 
 CHUNKS = [
     {"chunk_id": "a", "title": "Water", "page": 2, "heading": "Boiling", "text": "boils at 100"},
@@ -35,16 +38,54 @@ def test_parse_understanding_falls_back_on_garbage() -> None:
 def test_parse_understanding_reads_json_inside_text() -> None:
     raw = (
         'Sure: {"standalone": "population of Paris", "route": "retrieve", '
-        '"sub_queries": ["a", "b", "c", "d"]}'
+        '"sub_queries": ["Paris area", "Paris population 2020", "Paris mayor", "Paris rent"]}'
     )
-    assert parse_understanding(raw, "x") == ("population of Paris", "retrieve", ["a", "b", "c"])
-    assert parse_understanding(
-        '{"standalone": "hi", "route": "direct", "sub_queries": ["one"]}', "x"
-    ) == (
-        "hi",
-        "direct",
+    assert parse_understanding(raw, "population and area of Paris?") == (
+        "population of Paris",
+        "retrieve",
+        ["Paris area", "Paris population 2020", "Paris mayor"],
+    )
+
+
+def test_understanding_is_checked_not_trusted() -> None:
+    # What SmolLM2-135M replied under the schema (valid JSON, poor content).
+    q = "How tall is it?"
+    copied = json.dumps(
+        {
+            "standalone": "Mount Logan is the highest mountain in Canada.",
+            "route": "direct",
+            "sub_queries": ["direct"],
+        }
+    )
+    standalone, route, subs = parse_understanding(copied, q)
+    assert standalone == "How tall is it? Mount Logan is the highest mountain in Canada."
+    assert route == "retrieve", "a real question is searched, whatever the model says"
+    assert subs == []
+
+    looping = json.dumps(
+        {
+            "standalone": "The report is a report that is " * 8,
+            "route": "retrieve",
+            "sub_queries": ["sub_query_1", "sub_query_2"],
+        }
+    )
+    assert parse_understanding(looping, "Who wrote the report?") == (
+        "Who wrote the report?",
+        "retrieve",
         [],
     )
+
+    echoed = json.dumps(
+        {
+            "standalone": "Who wrote the 2023 report?",
+            "route": "retrieve",
+            "sub_queries": ["<at most 3 queries>", "Who wrote the 2023 report?"],
+        }
+    )
+    assert parse_understanding(echoed, "Who wrote it?")[2] == []
+
+    thanks = '{"standalone": "thanks a lot", "route": "direct", "sub_queries": []}'
+    assert parse_understanding(thanks, "thanks a lot!")[1] == "direct"
 
 
 def test_history_reducer_appends() -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -18,6 +19,7 @@ from backend.client import ModelClient
 from backend.errors import AdapterNotFound
 from tests.backend.conftest import Server, start_server, stop_server
 from tests.backend.test_adapters import chat, load, model_ids
+from tests.conftest import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -159,3 +161,27 @@ def test_an_api_key_guards_every_v1_route(keyed_server: Server) -> None:
         assert client.chat([{"role": "user", "content": "Hi"}], max_tokens=3).text is not None
         with pytest.raises(AdapterNotFound, match="No adapter found"):
             client.load_adapter("x", "missing")  # admin calls carry the key as well
+
+
+def _generated(server: Server) -> int:
+    text = httpx.get(f"{server.root_url}/metrics").text
+    line = next(x for x in text.splitlines() if x.startswith("flywheel_generated_tokens_total "))
+    return int(float(line.split()[1]))
+
+
+def test_a_request_whose_client_has_gone_stops_generating(server: Server) -> None:
+    # A judge or memory call that timed out must not keep the CPU busy to max_tokens.
+    body = {"model": "tiny", "messages": [{"role": "user", "content": "Write a long story."}],
+            "temperature": 0, "ignore_eos": True}  # fmt: skip
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{server.base_url}/chat/completions", json=body, timeout=1.0)
+    started = _generated(server)
+
+    def stopped() -> bool:
+        before = _generated(server)
+        time.sleep(1.0)
+        return _generated(server) == before
+
+    wait_until(stopped, 10, what="generation to stop after the client left")
+    # It stopped long before the context's worth of tokens the request asked for.
+    assert _generated(server) - started < 2000  # of the ~4,000 asked for

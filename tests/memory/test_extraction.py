@@ -20,6 +20,15 @@ def test_sound_reply() -> None:
     assert outcome.problem is None
 
 
+def test_the_prompts_placeholders_are_not_facts() -> None:
+    # What SmolLM2-135M answered before the schema: the prompt's example, copied.
+    outcome = parse_extraction('{"memory": [{"text": "first fact"}, {"text": "Second fact."}]}')
+    assert outcome.facts == []
+    assert outcome.problem is not None and "example echoed back" in outcome.problem
+    kept = parse_extraction('{"memory": [{"text": "<fact>"}, {"text": "Works on cats"}]}')
+    assert kept.facts == [{"text": "Works on cats"}]
+
+
 def test_nothing_to_remember_is_not_a_problem() -> None:
     outcome = parse_extraction('{"memory": []}')
     assert (outcome.facts, outcome.problem) == ([], None)

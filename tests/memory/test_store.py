@@ -11,7 +11,7 @@ import pytest
 from qdrant_client import QdrantClient
 
 from memory import MemoryItem, MemorySettings, UserMemory
-from memory.extraction import COMPACT_PROMPT
+from memory.extraction import COMPACT_PROMPT, MEMORY_FORMAT
 from tests.memory.conftest import TIMEOUT_S, Responder, facts
 
 pytestmark = pytest.mark.slow  # loads the embedder once per session (several seconds)
@@ -50,7 +50,8 @@ def test_extraction_request_goes_to_the_configured_model(
     assert len(responder.requests) == 1
     request = responder.requests[0]
     assert request["model"] == memory_settings.llm_model_name == "extractor-under-test"
-    assert request["response_format"] == {"type": "json_object"}
+    # Decoded under the memory schema (structured outputs), not just "some JSON object".
+    assert request["response_format"] == MEMORY_FORMAT
     assert request["messages"][0] == {"role": "system", "content": COMPACT_PROMPT}
     assert "my project is written in Rust" in request["messages"][-1]["content"]
 

@@ -99,7 +99,8 @@ def test_garbage_from_a_real_model_stores_no_judgment(tmp_path: Path, model_serv
     with ModelClient(model_server.url, api_key=model_server.key) as client:
         base = next(m.id for m in client.list_models() if m.parent is None)
         stats = judge_turns(db, LLMJudge(client, base, max_tokens=16))
-    # The tiny random model writes noise, never the rubric's JSON: no score is made up.
+    # The tiny random model, even held to the rubric's schema, is cut off by max_tokens
+    # before the JSON closes: an unfinished reply is no score, never a made-up one.
     assert stats.judged == 0 and stats.unparseable == 3
     assert count(db, Judgment) == 0
     # A judge that can answer fills the gaps, and only once.
