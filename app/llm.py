@@ -17,7 +17,16 @@ from app.agent.context import Delta
 from backend.client import AsyncModelClient
 from backend.errors import ModelServerError, ModelServerUnavailable
 
-_OPTIONS = {"temperature", "top_p", "max_tokens", "stop", "seed"}
+_OPTIONS = {
+    "temperature",
+    "top_p",
+    "max_tokens",
+    "stop",
+    "seed",
+    "frequency_penalty",
+    "presence_penalty",
+    "repetition_penalty",
+}
 
 
 def _options(params: dict[str, Any]) -> dict[str, Any]:

@@ -26,7 +26,7 @@ class Row(ChoiceSampler):
     """One sequence being decoded (a choice of a request)."""
 
     def __init__(self, req: GenerationRequest, index: int, tokenizer: Any, device: str) -> None:
-        super().__init__(req.params, index, tokenizer, device)
+        super().__init__(req.params, index, tokenizer, device, req.prompt_ids)
         self.req = req
 
 

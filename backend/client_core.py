@@ -45,6 +45,9 @@ class ChatOptions(TypedDict, total=False):
     json_object: bool
     json_schema: dict[str, Any] | None
     return_token_ids: bool
+    frequency_penalty: float | None
+    presence_penalty: float | None
+    repetition_penalty: float | None
 
 
 @dataclass
@@ -228,6 +231,9 @@ class ClientCore:
         json_object: bool = False,
         json_schema: dict[str, Any] | None = None,
         return_token_ids: bool = False,
+        frequency_penalty: float | None = None,
+        presence_penalty: float | None = None,
+        repetition_penalty: float | None = None,
     ) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"model": model or self.model, "messages": messages}
         optional = {
@@ -240,10 +246,17 @@ class ClientCore:
             "logprobs": True if logprobs else None,
             "top_logprobs": top_logprobs if logprobs else None,
             "response_format": _response_format(json_object, json_schema),
+            "frequency_penalty": frequency_penalty,
+            "presence_penalty": presence_penalty,
         }
         kwargs.update({k: v for k, v in optional.items() if v is not None})
-        if return_token_ids:
-            kwargs["extra_body"] = {"return_token_ids": True}
+        # vLLM's own parameters travel in the body beside OpenAI's.
+        extra: dict[str, Any] = {
+            "return_token_ids": True if return_token_ids else None,
+            "repetition_penalty": repetition_penalty,
+        }
+        if any(v is not None for v in extra.values()):
+            kwargs["extra_body"] = {k: v for k, v in extra.items() if v is not None}
         return kwargs
 
     def _stream_kwargs(self, messages: list[Message], **kw: Any) -> dict[str, Any]:

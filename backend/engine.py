@@ -341,11 +341,13 @@ class Engine:
                 tokens.append(greedy[i])
                 continue
             row_logits = logits[i]
-            constrained = row.grammar is not None
+            adjusted = row.grammar is not None or row.penalized
+            if row.penalized:
+                row_logits = row.penalize(row_logits)
             if row.grammar is not None:
                 row_logits = row.grammar.constrain(row_logits)
             if row.generator is None:
-                token = int(row_logits.argmax()) if constrained else greedy[i]
+                token = int(row_logits.argmax()) if adjusted else greedy[i]
             else:
                 token = row.sample(row_logits)
             tokens.append(token)

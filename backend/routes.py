@@ -118,6 +118,9 @@ def sampling_params(
         logprobs=logprobs,
         top_logprobs=top_logprobs,
         ignore_eos=body.ignore_eos,
+        presence_penalty=body.presence_penalty,
+        frequency_penalty=body.frequency_penalty,
+        repetition_penalty=body.repetition_penalty,
         grammar=grammar,
     )
 

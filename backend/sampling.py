@@ -37,6 +37,12 @@ class SamplingParams:
     logprobs: bool = False
     top_logprobs: int = 0
     ignore_eos: bool = False
+    # vLLM's penalties: presence/frequency subtract from tokens already generated (once, or
+    # per occurrence); repetition divides (multiplies, if negative) the logits of tokens in
+    # the prompt or the output. Neutral values change nothing.
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    repetition_penalty: float = 1.0
     # A compiled xgrammar grammar (see ``backend.grammar``) the output must follow.
     grammar: Any = field(default=None, compare=False)
 
@@ -90,11 +96,25 @@ class IncrementalDetokenizer:
 class ChoiceSampler:
     """The sampling state of one choice: its generator, its text so far, what was sent."""
 
-    def __init__(self, params: SamplingParams, index: int, tokenizer: Any, device: str) -> None:
+    def __init__(
+        self,
+        params: SamplingParams,
+        index: int,
+        tokenizer: Any,
+        device: str,
+        prompt_ids: list[int] | None = None,
+    ) -> None:
         import torch
 
         self.index = index
         self.params = params
+        self.output_counts: dict[int, int] = {}
+        self.penalized = (
+            params.presence_penalty != 0.0
+            or params.frequency_penalty != 0.0
+            or params.repetition_penalty != 1.0
+        )
+        self._prompt_ids = sorted(set(prompt_ids or [])) if params.repetition_penalty != 1.0 else []
         self.detok = IncrementalDetokenizer(tokenizer)
         self.text = ""
         self.sent = 0
@@ -109,6 +129,33 @@ class ChoiceSampler:
             else:
                 # Modulo 2**64: torch takes any unsigned 64-bit seed, nothing larger.
                 self.generator.manual_seed((params.seed * 1_000_003 + index) % 2**64)
+
+    def penalize(self, logits: torch.Tensor) -> torch.Tensor:
+        """``logits`` (one row) with vLLM's presence, frequency and repetition penalties."""
+        import torch
+
+        params = self.params
+        out = logits.clone()
+        if params.repetition_penalty != 1.0:
+            seen = torch.tensor(
+                sorted(set(self._prompt_ids) | set(self.output_counts)),
+                dtype=torch.long,
+                device=logits.device,
+            )
+            if len(seen):
+                values = out[seen]
+                out[seen] = torch.where(
+                    values > 0,
+                    values / params.repetition_penalty,
+                    values * params.repetition_penalty,
+                )
+        if self.output_counts and (params.presence_penalty or params.frequency_penalty):
+            ids = torch.tensor(list(self.output_counts), dtype=torch.long, device=logits.device)
+            counts = torch.tensor(
+                list(self.output_counts.values()), dtype=out.dtype, device=logits.device
+            )
+            out[ids] -= params.frequency_penalty * counts + params.presence_penalty
+        return out
 
     def sample(self, logits: torch.Tensor) -> int:
         """Draw a token from ``logits`` with this choice's temperature, top-p and generator."""
@@ -134,6 +181,7 @@ class ChoiceSampler:
         """Record ``token``; return the text it releases to the client."""
         params = self.params
         self.count += 1
+        self.output_counts[token] = self.output_counts.get(token, 0) + 1
         delta = TokenDelta(index=self.index, token_ids=[token])
         if logprobs is not None and params.logprobs:
             delta.logprobs.append(self._logprob(token, logprobs, token_text))

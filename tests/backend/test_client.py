@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -43,6 +45,23 @@ def test_chat_returns_text_usage_logprobs_and_token_ids(client: ModelClient) -> 
     assert len(result.prompt_token_ids) == result.usage.prompt_tokens
     assert result.logprobs is not None and len(result.logprobs) == result.usage.completion_tokens
     assert all(len(t.top) <= 2 and t.logprob <= 0 for t in result.logprobs)
+
+
+def test_penalties_and_schemas_reach_the_server(client: ModelClient) -> None:
+    def ids(**options: Any) -> list[int]:
+        result = client.chat(
+            MESSAGES, max_tokens=12, temperature=0, return_token_ids=True, **options
+        )
+        assert result.token_ids is not None
+        return result.token_ids
+
+    plain = ids()
+    assert ids(frequency_penalty=2.0) != plain  # an OpenAI field
+    with pytest.raises(BadRequest, match="repetition_penalty"):  # vLLM's, sent beside them
+        client.chat(MESSAGES, max_tokens=4, repetition_penalty=5.0)
+    schema = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}
+    shaped = client.chat(MESSAGES, max_tokens=30, temperature=0, json_schema=schema)
+    assert isinstance(json.loads(shaped.text)["ok"], bool)
 
 
 def test_samples_and_streaming(client: ModelClient) -> None:

@@ -213,3 +213,35 @@ def test_admin_routes_absent_when_runtime_updating_is_off(tiny_chat_model: Path)
         assert client.post("/v1/load_lora_adapter", json=body).status_code == 404
         assert client.post("/v1/unload_lora_adapter", json={"lora_name": "a"}).status_code == 404
         assert client.get("/health").json()["model"] == "tiny"
+
+
+def test_penalties_break_a_greedy_loop(server: Server) -> None:
+    def tokens(**penalty: float) -> list[int]:
+        body = {
+            "model": "tiny",
+            "prompt": "The quick brown fox",
+            "max_tokens": 12,
+            "temperature": 0,
+            "ignore_eos": True,
+            "return_token_ids": True,
+            **penalty,
+        }
+        response = httpx.post(f"{server.base_url}/completions", json=body, timeout=60)
+        assert response.status_code == 200, response.text
+        return list(response.json()["choices"][0]["token_ids"])
+
+    plain = tokens()
+    assert len(set(plain)) <= 3, "the random model loops on a token or two"
+    assert tokens(frequency_penalty=0.0, repetition_penalty=1.0) == plain  # neutral values
+    for penalty in (
+        {"frequency_penalty": 2.0},
+        {"presence_penalty": 2.0},
+        {"repetition_penalty": 2.0},
+    ):
+        assert len(set(tokens(**penalty))) > len(set(plain)), penalty
+    refused = httpx.post(
+        f"{server.base_url}/completions",
+        json={"model": "tiny", "prompt": "x", "frequency_penalty": 3.0},
+        timeout=60,
+    )
+    assert refused.status_code == 400
