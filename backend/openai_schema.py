@@ -95,7 +95,8 @@ class _SamplingFields(_Request):
     top_p: float | None = Field(None, gt=0.0, le=1.0)
     presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
     frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
-    repetition_penalty: float = Field(1.0, gt=0.0, le=2.0, description="vLLM's extra parameter.")
+    # vLLM only asks for > 0; a tiny positive value would blow logits up to inf.
+    repetition_penalty: float = Field(1.0, ge=0.01, le=2.0, description="vLLM's extra parameter.")
     max_tokens: int | None = Field(None, ge=1)
     n: int = Field(1, ge=1, le=MAX_N)
     # vLLM bounds the seed to a signed 64-bit integer, as torch's generators need.
