@@ -85,12 +85,7 @@ class Services:
             memory_k=s.memory_k,
             history_messages=s.history_messages,
             min_relevance=s.min_relevance,
-            sampling={
-                "temperature": s.temperature,
-                "max_tokens": s.max_tokens,
-                "frequency_penalty": s.frequency_penalty,
-                "repetition_penalty": s.repetition_penalty,
-            },
+            sampling=s.sampling(),
             save_turn=lambda record: save_turn(self.db, record),
         )
 

@@ -68,7 +68,7 @@ class AppSettings(BaseSettings):
     frequency_penalty: float = Field(
         0.3, alias="AGENT_FREQUENCY_PENALTY", ge=-2, le=2, description="Per repeated token."
     )
-    repetition_penalty: float = Field(1.0, alias="AGENT_REPETITION_PENALTY", gt=0, le=2)
+    repetition_penalty: float = Field(1.0, alias="AGENT_REPETITION_PENALTY", ge=0.01, le=2)
     model_wait_s: float = Field(
         600.0, alias="MODEL_WAIT_S", ge=0, description="How long the API waits for the model."
     )
@@ -96,6 +96,21 @@ class AppSettings(BaseSettings):
     def checkpoints_path(self) -> str:
         """SQLite file of the agent's per-thread checkpoints (when not on PostgreSQL)."""
         return str(self.data_dir / "checkpoints.db")
+
+    def sampling(self) -> dict[str, float | int]:
+        """The answer's sampling options, neutral penalties left out.
+
+        Servers other than vLLM may refuse fields they do not know (``repetition_penalty``).
+        """
+        options: dict[str, float | int] = {
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+        }
+        if self.frequency_penalty != 0.0:
+            options["frequency_penalty"] = self.frequency_penalty
+        if self.repetition_penalty != 1.0:
+            options["repetition_penalty"] = self.repetition_penalty
+        return options
 
     @field_validator("rate_limit_per_key", "rate_limit_per_ip", "rate_limit_auth_failures")
     @classmethod

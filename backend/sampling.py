@@ -114,7 +114,10 @@ class ChoiceSampler:
             or params.frequency_penalty != 0.0
             or params.repetition_penalty != 1.0
         )
-        self._prompt_ids = sorted(set(prompt_ids or [])) if params.repetition_penalty != 1.0 else []
+        # Tokens the repetition penalty applies to before any is generated.
+        self._prompt_ids = (
+            frozenset(prompt_ids or ()) if params.repetition_penalty != 1.0 else frozenset()
+        )
         self.detok = IncrementalDetokenizer(tokenizer)
         self.text = ""
         self.sent = 0
@@ -138,7 +141,7 @@ class ChoiceSampler:
         out = logits.clone()
         if params.repetition_penalty != 1.0:
             seen = torch.tensor(
-                sorted(set(self._prompt_ids) | set(self.output_counts)),
+                sorted(self._prompt_ids.union(self.output_counts)),
                 dtype=torch.long,
                 device=logits.device,
             )

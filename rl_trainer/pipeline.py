@@ -119,7 +119,10 @@ class Workspace:
         if recipe.judge != "llm":
             return make_judge(recipe.judge, None, None)
         if self.settings.judge_url:
-            self._judge_client = self._judge_client or ModelClient(self.settings.judge_url)
+            # Its own key: the model server's VLLM_API_KEY must not go to another host.
+            self._judge_client = self._judge_client or ModelClient(
+                self.settings.judge_url, api_key=self.settings.judge_api_key or ""
+            )
             client = self._judge_client
             model = self.settings.judge_model or next(
                 m.id for m in client.list_models() if m.parent is None

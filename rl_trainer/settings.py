@@ -34,6 +34,11 @@ class TrainerSettings(BaseSettings):
         alias="JUDGE_URL",
         description="OpenAI-compatible base URL (…/v1) of the judge; defaults to the model server.",
     )
+    judge_api_key: str | None = Field(
+        None,
+        alias="JUDGE_API_KEY",
+        description="Bearer key of the judge at JUDGE_URL (the model server's key is not sent).",
+    )
     judge_model: str | None = Field(
         None,
         alias="JUDGE_MODEL",
