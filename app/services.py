@@ -55,6 +55,9 @@ class Services:
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     limits: RateLimits | None = None
     """Per-key and per-address request limits (None: unlimited)."""
+    pinned_model: str | None = None
+    """Answer with this served name instead of the active adapter ("" = the base model);
+    set by the evaluation to compare a version against the base."""
 
     def spawn(self, coro: Any) -> asyncio.Task[Any]:
         """Run ``coro`` in the background, keeping a reference until it ends."""
@@ -67,8 +70,11 @@ class Services:
         self, *, user_id: str, thread_id: str, turn_id: str, collection: str | None
     ) -> Context:
         """The agent's context for one turn, with the adapter now active."""
-        adapter = active_adapter(self.db)
-        served = adapter.served_name if adapter is not None else None
+        if self.pinned_model is not None:
+            served = self.pinned_model or None
+        else:
+            adapter = active_adapter(self.db)
+            served = adapter.served_name if adapter is not None else None
         s = self.settings
         return Context(
             user_id=user_id,

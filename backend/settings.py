@@ -60,6 +60,11 @@ class BackendSettings(BaseSettings):
     adapters_dir: Path | None = Field(
         None, alias="ADAPTERS_DIR", description="Root of LoRA adapter versions."
     )
+    models_cache: Path | None = Field(
+        None,
+        alias="MODELS_DIR",
+        description="Cache of locally built models (SmolLM2, the tiny ones); DATA_DIR/models.",
+    )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", alias="DEVICE")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", alias="DTYPE")
     max_loras: int = Field(4, alias="MAX_LORAS", ge=1, description="Adapters resident at once.")
@@ -130,8 +135,8 @@ class BackendSettings(BaseSettings):
 
     @property
     def models_dir(self) -> Path:
-        """Cache of locally built models (the tiny ones)."""
-        return self.data_dir / "models"
+        """Cache of locally built models (SmolLM2, the tiny ones)."""
+        return self.models_cache or self.data_dir / "models"
 
     @property
     def base_url(self) -> str:

@@ -14,19 +14,11 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from app.store.records import CITATION
+from app.store.records import CITATION, says_not_in_documents
 
 RewardFunc = Callable[..., list[float | None]]
 
 LEADING_CITATION = re.compile(r"^\s*" + CITATION.pattern)
-# Phrases an answer uses to say honestly that the sources lack the answer.
-NOT_IN_DOCUMENTS = re.compile(
-    r"not in (the|your|these) (documents?|sources?)|"
-    r"(documents?|sources?) (do|does) not (contain|say|mention)|"
-    r"could not find (anything|that|this|the answer)|"
-    r"no information (about|on)",
-    re.IGNORECASE,
-)
 NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 
 
@@ -77,11 +69,6 @@ def leading_citation(
         valid = match is not None and (n is None or 1 <= int(match.group(1)) <= n)
         rewards.append(1.0 if valid else 0.0)
     return rewards
-
-
-def says_not_in_documents(text: str) -> bool:
-    """Whether ``text`` says the documents do not hold the answer."""
-    return NOT_IN_DOCUMENTS.search(text) is not None
 
 
 def honest_not_in_documents(

@@ -15,6 +15,20 @@ from typing import Any, TypedDict
 # How an answer cites source n: "[n]". The agent maps these to sources and the trainer's
 # rewards check them, so both read this one pattern.
 CITATION = re.compile(r"\[(\d{1,3})\]")
+# Phrases an answer uses to say honestly that the sources lack the answer; the agent's own
+# "not found" reply, the trainer's rewards and the evaluation all read this one pattern.
+NOT_IN_DOCUMENTS = re.compile(
+    r"not in (the|your|these) (documents?|sources?)|"
+    r"(documents?|sources?) (do|does) not (contain|say|mention)|"
+    r"could not find (anything|that|this|the answer)|"
+    r"no information (about|on)",
+    re.IGNORECASE,
+)
+
+
+def says_not_in_documents(text: str) -> bool:
+    """Whether ``text`` says the documents do not hold the answer."""
+    return NOT_IN_DOCUMENTS.search(text) is not None
 
 
 class ChunkData(TypedDict, total=False):
