@@ -235,7 +235,6 @@ def seed_store(db_url: str, n: int) -> None:
         for i in range(n):
             fact, question = FACTS[i % len(FACTS)]
             chunks = [{"chunk_id": f"c{i}", "title": "facts", "text": fact, "score": 0.9}]
-            system = prompts.ANSWER_SYSTEM + "\n\n" + prompts.format_sources(chunks)
             thread = Thread(user_id=user.id, title=question)
             session.add(thread)
             session.flush()
@@ -244,8 +243,11 @@ def seed_store(db_url: str, n: int) -> None:
                 user_id=user.id,
                 question=f"{question} ({i})",
                 messages=[
-                    {"role": "system", "content": system},
-                    {"role": "user", "content": f"{question} ({i})"},
+                    {"role": "system", "content": prompts.ANSWER_SYSTEM},
+                    {
+                        "role": "user",
+                        "content": prompts.user_message(f"{question} ({i})", chunks, []),  # type: ignore[arg-type]
+                    },
                 ],
                 retrieved=chunks,
                 answer="\n" * 12,

@@ -29,6 +29,7 @@ from typing import Any
 from app.store.db import Database
 from app.store.feedback import training_signals
 from app.store.models import Feedback, Turn
+from app.store.prompt_data import without_data
 from rl_trainer.config import Recipe
 
 logger = logging.getLogger(__name__)
@@ -89,19 +90,23 @@ def _info(turn: Turn) -> dict[str, Any]:
 def shareable_prompt(messages: list[dict[str, Any]], with_context: bool) -> list[dict[str, Any]]:
     """The messages a training row may hold: without the user's context unless allowed.
 
-    The agent writes its system message as the instruction, then each data block (the
-    numbered sources, the memories) after a blank line, so everything after the first
-    blank line is the user's private context. Cutting there can only drop too much, never
-    keep a source. The question, the earlier messages of the thread and the answer stay.
+    The agent fences the sources and memories in the user turn (``app.store.prompt_data``),
+    so each user message keeps its question alone. Turns stored before that layout held
+    the data in the system message after its first blank line; that part is cut too.
+    Cutting can only drop too much, never keep a source. The instruction, the question,
+    the earlier messages of the thread and the answer stay.
     """
     if with_context:
         return messages
-    return [
-        {**m, "content": str(m.get("content", "")).split("\n\n", 1)[0]}
-        if m.get("role") == "system"
-        else m
-        for m in messages
-    ]
+    shared = []
+    for m in messages:
+        content = str(m.get("content", ""))
+        if m.get("role") == "system":
+            content = content.split("\n\n", 1)[0]
+        elif m.get("role") == "user":
+            content = without_data(content)
+        shared.append({**m, "content": content})
+    return shared
 
 
 def counted_ratings(

@@ -158,17 +158,15 @@ async def not_found(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
 
 def build_prompt(state: State, ctx: Context) -> list[Message]:
     """The exact messages the answer is generated from."""
+    # The user's data goes in the user turn, fenced and labelled as data: in the system
+    # message a document's text would carry the authority of the instructions (LLM01).
     system = prompts.ANSWER_SYSTEM if state.chunks else prompts.DIRECT_SYSTEM
-    parts = [system]
-    if state.chunks:
-        parts.append(prompts.format_sources(state.chunks))
-    if state.memories:
-        parts.append(prompts.format_memories(state.memories))
     history = state.messages[-ctx.history_messages :] if ctx.history_messages else []
+    question = prompts.user_message(state.question, state.chunks, state.memories)
     return [
-        {"role": "system", "content": "\n\n".join(parts)},
+        {"role": "system", "content": system},
         *({"role": m["role"], "content": m["content"]} for m in history),
-        {"role": "user", "content": state.question},
+        {"role": "user", "content": question},
     ]
 
 

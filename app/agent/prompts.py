@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from app.store.prompt_data import UserTurn, defuse
 from app.store.records import ChunkData, MemoryData
 
 ANSWER_SYSTEM = """You are Flywheel, a helpful assistant that answers from the user's documents.
-Answer the question using only the numbered sources below. Cite every source you use with
-its number in square brackets, like [1] or [2][3]. If the sources do not contain the answer,
-say that the answer is not in the documents. Be concise."""
+Answer the question using only the numbered sources in the user's message. Cite every source
+you use with its number in square brackets, like [1] or [2][3]. If the sources do not contain
+the answer, say that the answer is not in the documents. Be concise."""
 
 DIRECT_SYSTEM = """You are Flywheel, a helpful and friendly assistant.
 Answer briefly. Use what you remember about the user when it helps."""
@@ -51,14 +52,19 @@ def source_label(chunk: ChunkData, *, heading: bool = True) -> str:
     return ", ".join(part for part in parts if part)
 
 
-def format_sources(chunks: list[ChunkData]) -> str:
-    """The numbered sources block of the answer prompt."""
-    return "Sources:\n" + "\n\n".join(
-        f"[{number}] ({source_label(chunk)})\n{chunk.get('text', '')}"
+def format_sources(chunks: list[ChunkData]) -> list[str]:
+    """The numbered sources of the answer prompt, one entry each."""
+    return [
+        f"[{number}] ({defuse(source_label(chunk))})\n{defuse(str(chunk.get('text', '')))}"
         for number, chunk in enumerate(chunks, start=1)
-    )
+    ]
 
 
-def format_memories(memories: list[MemoryData]) -> str:
-    """The memories block of a prompt."""
-    return "Memories about the user:\n" + "\n".join(f"- {m.get('text', '')}" for m in memories)
+def format_memories(memories: list[MemoryData]) -> list[str]:
+    """The memories of a prompt, one line each."""
+    return [f"- {defuse(str(m.get('text', '')))}" for m in memories]
+
+
+def user_message(question: str, chunks: list[ChunkData], memories: list[MemoryData]) -> str:
+    """The last user message: the sources and memories fenced as data, then the question."""
+    return UserTurn(question, format_sources(chunks), format_memories(memories)).render()

@@ -34,11 +34,8 @@ def add_turn(
     """One stored turn (optionally rated, corrected and judged)."""
     chunks = [{"chunk_id": new_id(), "title": "facts", "text": fact, "score": 0.9}]
     messages = [
-        {
-            "role": "system",
-            "content": prompts.ANSWER_SYSTEM + "\n\n" + prompts.format_sources(chunks),
-        },
-        {"role": "user", "content": question},
+        {"role": "system", "content": prompts.ANSWER_SYSTEM},
+        {"role": "user", "content": prompts.user_message(question, chunks, [])},
     ]
     when = when or datetime.now(UTC)
     with db.session() as session:

@@ -21,8 +21,10 @@ FACTS = [
 
 def prompt(fact: str, question: str) -> list[dict[str, str]]:
     chunks = [{"title": "facts", "text": fact}]
-    system = prompts.ANSWER_SYSTEM + "\n\n" + prompts.format_sources(chunks)
-    return [{"role": "system", "content": system}, {"role": "user", "content": question}]
+    return [
+        {"role": "system", "content": prompts.ANSWER_SYSTEM},
+        {"role": "user", "content": prompts.user_message(question, chunks, [])},  # type: ignore[arg-type]
+    ]
 
 
 def rows(algo: str) -> list[dict[str, Any]]:
