@@ -91,6 +91,7 @@ class Services:
             memory_k=s.memory_k,
             history_messages=s.history_messages,
             min_relevance=s.min_relevance,
+            min_evidence=s.min_evidence,
             sampling=s.sampling(),
             save_turn=lambda record: save_turn(self.db, record),
         )

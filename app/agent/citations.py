@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+
+from app.agent.words import content_words, coverage
 from app.store.records import CITATION, ChunkData, SourceData
 
 
@@ -16,7 +19,7 @@ def cited_numbers(answer: str) -> list[int]:
 def cited_sources(answer: str, chunks: list[ChunkData]) -> list[SourceData]:
     """The chunks ``answer`` cites, each with its ``number``; citations to nothing dropped."""
     return [
-        SourceData(**chunks[n - 1], number=n)
+        SourceData(**chunks[n - 1], number=n, origin="model")
         for n in cited_numbers(answer)
         if 1 <= n <= len(chunks)
     ]
@@ -25,3 +28,52 @@ def cited_sources(answer: str, chunks: list[ChunkData]) -> list[SourceData]:
 def drop_dangling(answer: str, count: int) -> str:
     """``answer`` without citation markers that point past the ``count`` sources."""
     return CITATION.sub(lambda m: m.group(0) if 1 <= int(m.group(1)) <= count else "", answer)
+
+
+# A sentence cites the passage holding at least this share of its content words; below
+# it the sentence is the model's own (or a guess) and gets no citation.
+SUPPORT = 0.5
+_SENTENCE_END = re.compile(r"(?<=[.!?。！？])\s+|\n+")
+_TRAILING = re.compile(r"[\s.!?。！？:;,]*$")
+
+
+def attach_citations(answer: str, chunks: list[ChunkData]) -> tuple[str, list[SourceData]]:
+    """Cite after the fact: each sentence gets ``[n]`` of the passage that supports it best.
+
+    For answers whose model wrote no valid marker (small models rarely do). A sentence is
+    matched on content-word overlap, as RAGFlow's ``insert_citations`` matches on token
+    and embedding similarity; sentences no passage supports stay uncited, so an attached
+    citation always points at text that says what the sentence says.
+    """
+    sentences = [s for s in _SENTENCE_END.split(answer) if s.strip()]
+    cited: dict[int, None] = {}
+    pieces, rest = [], answer
+    for sentence in sentences:
+        at = rest.find(sentence)
+        if at < 0:
+            continue
+        best = _best_support(sentence, chunks)
+        end = at + len(sentence)
+        if best is not None:
+            body = _TRAILING.sub("", sentence)
+            tail = sentence[len(body) :]
+            pieces.append(rest[:at] + f"{body} [{best}]{tail}")
+            cited.setdefault(best, None)
+        else:
+            pieces.append(rest[:end])
+        rest = rest[end:]
+    text = "".join(pieces) + rest
+    sources = [SourceData(**chunks[n - 1], number=n, origin="attached") for n in cited]
+    return text, sources
+
+
+def _best_support(sentence: str, chunks: list[ChunkData]) -> int | None:
+    words = content_words(sentence)
+    if len(words) < 2:  # "Yes." or "Sure!" says nothing a passage could support
+        return None
+    best, number = 0.0, None
+    for n, chunk in enumerate(chunks, start=1):
+        share = coverage(words, str(chunk.get("text", "")))
+        if share > best:
+            best, number = share, n
+    return number if best >= SUPPORT else None

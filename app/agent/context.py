@@ -93,6 +93,8 @@ class Context:
     """How many earlier messages of the thread go into prompts."""
     min_relevance: float = 0.0
     """Chunks scoring below this are dropped."""
+    min_evidence: float = 0.0
+    """Below this evidence the agent declines instead of answering (0 never declines)."""
     sampling: dict[str, Any] = field(default_factory=dict)
     """Sampling parameters of the answer call (temperature, max_tokens...)."""
     save_turn: Callable[[TurnRecord], None] | None = None

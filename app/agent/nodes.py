@@ -11,16 +11,17 @@ import json
 import logging
 import time
 from dataclasses import asdict, is_dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from langgraph.runtime import Runtime
 
 from app.agent import prompts
-from app.agent.citations import cited_sources, drop_dangling
+from app.agent.citations import attach_citations, cited_sources, drop_dangling
 from app.agent.context import Context
+from app.agent.evidence import evidence
 from app.agent.state import Message, State
-from app.agent.understanding import SMALL_TALK, parse_understanding
-from app.store.records import TurnRecord
+from app.agent.understanding import SMALL_TALK, is_personal_statement, parse_understanding
+from app.store.records import ChunkData, TurnRecord, says_not_in_documents
 from backend.errors import ModelServerError
 
 logger = logging.getLogger(__name__)
@@ -65,6 +66,8 @@ async def recall(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
         "route": "retrieve",
         "sub_queries": [],
         "chunks": [],
+        "evidence": None,
+        "supported": False,
         "prompt": [],
         "answer": "",
         "sources": [],
@@ -78,7 +81,7 @@ async def understand(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     """Make the question stand alone using the history, and decide whether to search."""
     ctx, start = runtime.context, time.perf_counter()
     timings = {**state.timings}
-    if SMALL_TALK.match(state.question):
+    if SMALL_TALK.match(state.question) or is_personal_statement(state.question):
         timings["understand_ms"] = _ms(start)
         return {"route": "direct", "standalone_query": state.question, "timings": timings}
     history = state.messages[-ctx.history_messages :] if ctx.history_messages else []
@@ -136,21 +139,29 @@ async def retrieve(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
                 key = str(chunk.get("chunk_id"))
                 if key not in best or chunk.get("score", 0) > best[key].get("score", 0):
                     best[key] = chunk
-    chunks = sorted(best.values(), key=lambda c: c.get("score", 0.0), reverse=True)
-    chunks = [c for c in chunks if c.get("score", 0.0) >= ctx.min_relevance][: ctx.top_k]
-    return {"chunks": chunks, "timings": {**state.timings, "retrieve_ms": _ms(start)}}
+    ranked = sorted(best.values(), key=lambda c: c.get("score", 0.0), reverse=True)
+    kept = [c for c in ranked if c.get("score", 0.0) >= ctx.min_relevance][: ctx.top_k]
+    chunks = cast(list[ChunkData], kept)
+    weight = evidence(state.standalone_query or state.question, chunks)
+    return {
+        "chunks": chunks,
+        "evidence": weight,
+        "supported": bool(chunks) and (weight is None or weight >= ctx.min_evidence),
+        "timings": {**state.timings, "retrieve_ms": _ms(start)},
+    }
 
 
 def after_retrieve(state: State) -> Literal["generate", "not_found"]:
-    """Answer from the sources, or say plainly that none were found."""
-    return "generate" if state.chunks else "not_found"
+    """Answer from the sources, or decline when none bears on the question."""
+    return "generate" if state.supported else "not_found"
 
 
 async def not_found(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
-    """Say that the documents hold nothing on this, instead of inventing an answer."""
-    runtime.stream_writer({"event": "token", "text": prompts.NOT_FOUND})
+    """Say that the documents do not answer this, instead of inventing an answer."""
+    reply = prompts.NOT_SUPPORTED if state.chunks else prompts.NOT_FOUND
+    runtime.stream_writer({"event": "token", "text": reply})
     return {
-        "answer": prompts.NOT_FOUND,
+        "answer": reply,
         "sources": [],
         "timings": {**state.timings, "generate_ms": 0.0},
     }
@@ -194,13 +205,17 @@ async def generate(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
         logger.error("turn %s: %s", ctx.turn_id, error)
     answer = "".join(pieces)
     clean = drop_dangling(answer, len(state.chunks))
+    sources = cited_sources(clean, state.chunks)
+    if not sources and state.chunks and not error and not says_not_in_documents(clean):
+        # Small models seldom write [n]; the user still learns where each claim comes from.
+        clean, sources = attach_citations(clean, state.chunks)
     timings = {**state.timings, "generate_ms": _ms(start)}
     if first_token_ms is not None:
         timings["first_token_ms"] = first_token_ms
     return {
         "prompt": prompt,
         "answer": clean,
-        "sources": cited_sources(clean, state.chunks),
+        "sources": sources,
         "usage": usage,
         "error": error,
         "timings": timings,

@@ -11,7 +11,8 @@ you use with its number in square brackets, like [1] or [2][3]. If the sources d
 the answer, say that the answer is not in the documents. Be concise."""
 
 DIRECT_SYSTEM = """You are Flywheel, a helpful and friendly assistant.
-Answer briefly. Use what you remember about the user when it helps."""
+Answer briefly. Use what you remember about the user when it helps. When the user tells
+you something about themselves, thank them and say you will remember it."""
 
 UNDERSTAND_SYSTEM = """Rewrite the user's last message as a standalone search query: replace
 words like "it", "they" or "that" with what they refer to in the conversation.
@@ -36,6 +37,11 @@ UNDERSTAND_SCHEMA = {
     "additionalProperties": False,
 }
 
+NOT_SUPPORTED = (
+    "I could not find the answer in your documents: the closest passages I found do not "
+    "cover this question, so I won't guess. Try rephrasing it, or upload a document that "
+    "covers it."
+)
 NOT_FOUND = (
     "I could not find anything about that in your documents, so I won't guess. "
     "Try rephrasing the question, or upload a document that covers it."

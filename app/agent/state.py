@@ -43,6 +43,10 @@ class State(InputState):
     """What the assistant remembers about the user that bears on the question."""
     chunks: list[ChunkData] = field(default_factory=list)
     """Retrieved passages, numbered from 1 in this order in the prompt."""
+    evidence: float | None = None
+    """How well the best passage bears on the question (``app.agent.evidence``)."""
+    supported: bool = False
+    """Whether the passages bear on the question enough to answer from them."""
     prompt: list[Message] = field(default_factory=list)
     """The exact messages sent to the model for the answer."""
     answer: str = ""

@@ -19,36 +19,30 @@ import json
 import re
 from typing import Any
 
+from app.agent.words import WORD as _WORD
+from app.agent.words import content_words
+
 SMALL_TALK = re.compile(
     r"^\s*(hi|hello|hey|hallo|good (morning|afternoon|evening)|thanks?( you)?( (so|very) "
     r"much| a lot)?|thank you|ok(ay)?|bye|goodbye|how are you)\b[\s!.?]*$",
     re.IGNORECASE,
 )
+# A message that tells the agent about the user ("My name is Ana and I work on cats") is
+# for memory, not a search: answering it with "not in your documents" would be absurd.
+PERSONAL = re.compile(
+    r"^\s*(my (name|job|work|wife|husband|partner|favou?rite\w*|birthday) (is|are)|call me|"
+    r"i am|i'm|i work|i live|i like|i love|i prefer|i have|i was born|i study|"
+    r"please remember|remember that)\b",
+    re.IGNORECASE,
+)
+# ...unless it goes on to ask something of the documents.
+_ASKS = re.compile(
+    r"\?|\b(what|how|why|when|where|who|which|whether|can you|could you|would you|tell me|"
+    r"looking for|want to know|wonder|find|search|explain|summari[sz]e|question)\b",
+    re.IGNORECASE,
+)
 MAX_SUB_QUERIES = 3
 _MAX_QUERY_CHARS = 300
-_WORD = re.compile(r"\w+", re.UNICODE)
-# Words that carry no topic: a rewrite sharing only these with the question is off-topic.
-_FUNCTION_TEXT = (
-    "a an the and or but if of to in on at by for with about from as into than then is "
-    "are was were be been being do does did have has had can could will would shall "
-    "should may might must it its this that these those they them their he she his her "
-    "him we us our you your i me my what which who whom whose when where why how there "
-    "here not no yes all any some more most much many so very also just too please tell"
-)
-_FUNCTION_WORDS = frozenset(_FUNCTION_TEXT.split())
-
-
-def content_words(text: str) -> set[str]:
-    """Words of ``text`` that carry a topic, lower-cased and lightly stemmed."""
-    return {_stem(w) for w in _WORD.findall(text.lower()) if w not in _FUNCTION_WORDS}
-
-
-def _stem(word: str) -> str:
-    """Enough stemming to match "boil" with "boiling" and "report" with "reports"."""
-    for suffix in ("ing", "ed", "es", "s"):
-        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
-            return word[: -len(suffix)]
-    return word
 
 
 def parse_understanding(raw: str, question: str) -> tuple[str, str, list[str]]:
@@ -105,6 +99,11 @@ def _runaway(text: str) -> bool:
     """A small model's loop: long text in which a few words make up most of it."""
     words = _WORD.findall(text.lower())
     return len(words) > 12 and len(set(words)) < len(words) / 2
+
+
+def is_personal_statement(message: str) -> bool:
+    """Whether ``message`` tells the agent about the user and asks nothing."""
+    return bool(PERSONAL.match(message)) and not _ASKS.search(message)
 
 
 def _is_small_talk(question: str) -> bool:

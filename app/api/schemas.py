@@ -39,6 +39,11 @@ class Source(BaseModel):
     text: str = ""
     score: float | None = None
     cited: bool = False
+    origin: Literal["model", "attached"] | None = Field(
+        None,
+        description="Who cited it: the model wrote the marker, or the agent attached it "
+        "to the sentence this passage supports best.",
+    )
 
 
 class ChatResponse(BaseModel):

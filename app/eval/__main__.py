@@ -54,7 +54,7 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _start_server(data_dir: Path) -> subprocess.Popen[bytes]:
+def start_server(data_dir: Path) -> subprocess.Popen[bytes]:
     """The embedded model server on a free loopback port, ready to answer."""
     import httpx
 
@@ -81,29 +81,50 @@ def _start_server(data_dir: Path) -> subprocess.Popen[bytes]:
     raise SystemExit("the model server did not start within 10 minutes")
 
 
-async def _run(args: argparse.Namespace, dataset: Any) -> dict[str, Any]:
+async def evaluate(services: Any, dataset: Any, adapter: str | None) -> dict[str, Any]:
+    """Ingest the set's documents, ask its questions through the agent, and report."""
     from app.eval.runner import ask_all, eval_user, ingest
-    from app.services import open_services
-    from app.settings import AppSettings
 
-    async with open_services(AppSettings()) as services:
-        if args.adapter is not None:
-            services.pinned_model = "" if args.adapter == "none" else args.adapter
-        user_id = await asyncio.to_thread(eval_user, services)
-        chunks = await asyncio.to_thread(ingest, services, dataset, user_id)
-        logger.info("%d documents ingested as %d chunks", len(dataset.documents), chunks)
-        with tqdm(total=len(dataset.items), desc="questions", unit="q") as bar:
-            outcomes = await ask_all(services, dataset, user_id, on_done=lambda _: bar.update())
-        model = (
-            services.pinned_model
-            or services.context(user_id=user_id, thread_id="", turn_id="", collection=None).model
-        )
+    if adapter is not None:
+        services.pinned_model = "" if adapter == "none" else adapter
+    user_id = await asyncio.to_thread(eval_user, services)
+    chunks = await asyncio.to_thread(ingest, services, dataset, user_id)
+    logger.info("%d documents ingested as %d chunks", len(dataset.documents), chunks)
+    with tqdm(total=len(dataset.items), desc="questions", unit="q") as bar:
+        outcomes = await ask_all(services, dataset, user_id, on_done=lambda _: bar.update())
+    model = (
+        services.pinned_model
+        or services.context(user_id=user_id, thread_id="", turn_id="", collection=None).model
+    )
     return {
         "dataset": dataset.name,
         "model": model,
         "figures": figures(outcomes),
         "outcomes": [o.row() for o in outcomes],
     }
+
+
+async def _run(args: argparse.Namespace, dataset: Any) -> dict[str, Any]:
+    from app.services import open_services
+    from app.settings import AppSettings
+
+    async with open_services(AppSettings()) as services:
+        return await evaluate(services, dataset, args.adapter)
+
+
+def prepare(data_dir: Path) -> None:
+    """The eval's own store and no memory: set before any settings object is read.
+
+    Built models stay in the project's caches, so SmolLM2 is not converted again per run.
+    """
+    from backend.settings import BackendSettings
+    from retriever.settings import RetrieverSettings
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("MODELS_DIR", str(BackendSettings().models_dir.resolve()))
+    # Likewise the embedder's one-off ONNX export (tens of seconds) is the user's own.
+    os.environ.setdefault("EMBEDDING_CACHE_DIR", str(RetrieverSettings().models_dir.resolve()))
+    os.environ.update(DATA_DIR=str(data_dir), MEMORY_ENABLED="false", RATE_LIMITS="false")
 
 
 def table(report: dict[str, Any]) -> str:
@@ -128,14 +149,8 @@ def main(argv: list[str] | None = None) -> None:
     except DatasetError as exc:
         raise SystemExit(f"error: {exc}") from None
     data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="flywheel-eval-"))
-    data_dir.mkdir(parents=True, exist_ok=True)
-    # The eval's own store and no memory: set before any settings object is read. Built
-    # models stay in the project's cache, so SmolLM2 is not converted again per run.
-    from backend.settings import BackendSettings
-
-    os.environ.setdefault("MODELS_DIR", str(BackendSettings().models_dir.resolve()))
-    os.environ.update(DATA_DIR=str(data_dir), MEMORY_ENABLED="false", RATE_LIMITS="false")
-    server = _start_server(data_dir) if args.start_server else None
+    prepare(data_dir)
+    server = start_server(data_dir) if args.start_server else None
     try:
         report = asyncio.run(_run(args, dataset))
     finally:

@@ -12,8 +12,9 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
-from app.eval.dataset import EvalSet
+from app.eval.dataset import EvalItem, EvalSet
 from app.eval.scoring import Outcome, citations_valid, ends_in_repetition, recall_f1
 from app.services import Services
 from app.store.records import says_not_in_documents
@@ -54,6 +55,46 @@ def eval_user(services: Services) -> str:
     return user.id
 
 
+def _at_cap(turn: Any) -> bool:
+    """Whether the answer stopped at its token cap (it was cut off, not finished)."""
+    if turn is None:
+        return False
+    cap = int((turn.sampling or {}).get("max_tokens") or 0)
+    return bool(cap and turn.completion_tokens == cap)
+
+
+def score(
+    item: EvalItem,
+    *,
+    answer: str,
+    retrieved: list[Any],
+    sources: list[Any],
+    at_cap: bool,
+    latency_s: float,
+    error: str | None,
+) -> Outcome:
+    """One question's outcome from what the system answered and what it was given."""
+    recall, f1 = recall_f1(answer, item.references)
+    gold = set(item.gold_documents)
+    return Outcome(
+        id=item.id,
+        question=item.question,
+        answerable=item.answerable,
+        answer=answer,
+        declined=says_not_in_documents(answer),
+        recall=recall,
+        f1=f1,
+        cited_valid=citations_valid(answer, len(retrieved)),
+        cited_gold=any(s.get("document_id") in gold for s in sources),
+        attached_citations=any(s.get("origin") == "attached" for s in sources),
+        repetition=ends_in_repetition(answer),
+        at_token_cap=at_cap,
+        gold_retrieved=any(c.get("document_id") in gold for c in retrieved),
+        latency_s=round(latency_s, 3),
+        error=error,
+    )
+
+
 async def ask_all(
     services: Services,
     dataset: EvalSet,
@@ -80,27 +121,13 @@ async def ask_all(
             error, turn = str(exc), None
             logger.warning("question %s failed: %s", item.id, exc)
         latency = time.perf_counter() - start
-        answer = turn.answer if turn is not None else ""
-        retrieved = turn.retrieved if turn is not None else []
-        sources = turn.sources if turn is not None else []
-        cap = int((turn.sampling or {}).get("max_tokens") or 0) if turn is not None else 0
-        recall, f1 = recall_f1(answer, item.references)
-        gold = set(item.gold_documents)
-        result = Outcome(
-            id=item.id,
-            question=item.question,
-            answerable=item.answerable,
-            answer=answer,
-            declined=says_not_in_documents(answer),
-            recall=recall,
-            f1=f1,
-            cited_valid=citations_valid(answer, len(retrieved)),
-            cited_gold=any(s.get("document_id") in gold for s in sources),
-            attached_citations=any(s.get("origin") == "attached" for s in sources),
-            repetition=ends_in_repetition(answer),
-            at_token_cap=bool(cap and turn is not None and turn.completion_tokens == cap),
-            gold_retrieved=any(c.get("document_id") in gold for c in retrieved),
-            latency_s=round(latency, 3),
+        result = score(
+            item,
+            answer=turn.answer if turn is not None else "",
+            retrieved=turn.retrieved if turn is not None else [],
+            sources=turn.sources if turn is not None else [],
+            at_cap=_at_cap(turn),
+            latency_s=latency,
             error=error or (turn.error if turn is not None else None),
         )
         outcomes.append(result)

@@ -43,13 +43,19 @@ class ChunkData(TypedDict, total=False):
     heading: str | None
     position: int
     collection: str
+    scores: dict[str, float]
 
 
 class SourceData(ChunkData, total=False):
-    """A passage with its citation ``number``; ``cited`` when the answer cites it."""
+    """A passage with its citation ``number``; ``cited`` when the answer cites it.
+
+    ``origin`` says who cited it: ``model`` when the model wrote the marker, ``attached``
+    when the agent added it after the fact by matching a sentence to this passage.
+    """
 
     number: int
     cited: bool
+    origin: str
 
 
 class MemoryData(TypedDict, total=False):
@@ -97,8 +103,11 @@ class TurnRecord:
 
 def numbered_sources(retrieved: list[ChunkData], cited: list[SourceData]) -> list[SourceData]:
     """Every passage the answer was given, numbered as in the prompt, marked if cited."""
-    numbers = {s.get("number") for s in cited}
-    return [
-        SourceData(**chunk, number=n, cited=n in numbers)
-        for n, chunk in enumerate(retrieved, start=1)
-    ]
+    origins = {s.get("number"): s.get("origin") for s in cited}
+    numbered = []
+    for n, chunk in enumerate(retrieved, start=1):
+        source = SourceData(**chunk, number=n, cited=n in origins)
+        if origins.get(n):
+            source["origin"] = str(origins[n])
+        numbered.append(source)
+    return numbered

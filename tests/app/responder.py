@@ -21,6 +21,8 @@ from fastapi.responses import StreamingResponse
 MODEL = "responder"
 REWRITE = "What is the boiling point of water at sea level?"
 ANSWER = "Water boils at 100 degrees Celsius at sea level [1]. See also [7]."
+# What a small model writes: the right words from the source, no citation marker.
+UNCITED = "Ice melts at 0 degrees Celsius. I hope that helps!"
 
 
 def build(slow: bool) -> FastAPI:
@@ -38,9 +40,12 @@ def build(slow: bool) -> FastAPI:
     async def chat(request: Request) -> Any:
         body = await request.json()
         system = body["messages"][0]["content"] if body["messages"] else ""
+        last = body["messages"][-1]["content"] if body["messages"] else ""
         text = (
             json.dumps({"standalone": REWRITE, "route": "retrieve"})
             if "standalone" in system
+            else UNCITED
+            if "melt" in last.rsplit("Question:", 1)[-1]
             else ANSWER
         )
         if slow:

@@ -4,6 +4,7 @@ mid-answer. The API is the real process; only the model is scripted."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,8 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
+from app.agent import prompts
+from app.store.records import says_not_in_documents
 from tests.app.conftest import (
     Api,
     auth,
@@ -120,3 +123,42 @@ def test_model_server_killed_mid_stream(tmp_path: Path) -> None:
     finally:
         stop(api.proc)
         stop(responder)
+
+
+def test_an_answer_without_markers_gets_citations_attached(scripted: tuple[Api, str]) -> None:
+    api, key = scripted
+    with httpx.Client(timeout=60) as client:
+        events = chat_stream(client, api.url, key, "When does ice melt?")
+    done = events[-1][1]
+    # The supported sentence cites the passage; the pleasantry cites nothing.
+    assert done["answer"] == "Ice melts at 0 degrees Celsius [1]. I hope that helps!"
+    cited = [s for s in events[-2][1]["sources"] if s["cited"]]
+    assert [(s["number"], s["origin"]) for s in cited] == [(1, "attached")]
+    stored = json.loads(turn_row(api, done["turn_id"])["sources"])
+    assert [(s["number"], s["origin"]) for s in stored] == [(1, "attached")]
+    # What the model wrote itself is recorded as such.
+    with httpx.Client(timeout=60) as client:
+        done = chat_stream(client, api.url, key, "When does water boil?")[-1][1]
+    stored = json.loads(turn_row(api, done["turn_id"])["sources"])
+    assert [(s["number"], s["origin"]) for s in stored] == [(1, "model")]
+
+
+def test_a_question_the_documents_do_not_answer_is_declined(scripted: tuple[Api, str]) -> None:
+    api, key = scripted
+    with httpx.Client(timeout=60) as client:
+        done = chat_stream(client, api.url, key, "Who won the 1998 football world cup?")[-1][1]
+    assert done["answer"] == prompts.NOT_SUPPORTED
+    row = turn_row(api, done["turn_id"])
+    # Declined on evidence: the model was never asked, the closest passage is kept.
+    assert row["messages"] in (None, "[]", [])
+    assert "boils at 100" in row["retrieved"]
+
+
+def test_a_personal_statement_is_acknowledged_not_searched(scripted: tuple[Api, str]) -> None:
+    api, key = scripted
+    with httpx.Client(timeout=60) as client:
+        done = chat_stream(client, api.url, key, "My name is Ana and I work on cats.")[-1][1]
+    assert not says_not_in_documents(done["answer"])
+    row = turn_row(api, done["turn_id"])
+    assert row["route"] == "direct"
+    assert row["retrieved"] in ("[]", [])

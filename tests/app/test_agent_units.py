@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 
 from app.agent import prompts
-from app.agent.citations import cited_numbers, cited_sources, drop_dangling
+from app.agent.citations import attach_citations, cited_numbers, cited_sources, drop_dangling
 from app.agent.context import Context
+from app.agent.evidence import evidence
 from app.agent.nodes import build_prompt
 from app.agent.state import State, append_messages
-from app.agent.understanding import SMALL_TALK, parse_understanding
+from app.agent.understanding import SMALL_TALK, is_personal_statement, parse_understanding
+from app.agent.words import content_words
 from app.store.prompt_data import DATA_NOTICE, parse_user_turn, without_data
 from app.store.records import ChunkData
 
@@ -147,3 +149,43 @@ def test_a_document_cannot_close_the_data_block_or_pose_as_the_question() -> Non
     assert parsed.memories == ["- likes </ SOURCES> tags"]
     assert without_data(user) == "What is in x?"
     assert without_data("plain question") == "plain question"
+
+
+def test_attached_citations_point_at_the_passage_that_says_it() -> None:
+    chunks: list[ChunkData] = [
+        {"text": "Water boils at 100 degrees Celsius at sea level."},
+        {"text": "Ice melts at 0 degrees Celsius."},
+    ]
+    answer, sources = attach_citations(
+        "Ice melts at 0 degrees. Water boils at 100 degrees Celsius! Sure.\nParis is nice.",
+        chunks,
+    )
+    assert answer == (
+        "Ice melts at 0 degrees [2]. Water boils at 100 degrees Celsius [1]! Sure.\nParis is nice."
+    )
+    assert [(s["number"], s["origin"]) for s in sources] == [(2, "attached"), (1, "attached")]
+    assert attach_citations("Paris is the capital of France.", chunks) == (
+        "Paris is the capital of France.",
+        [],
+    )
+
+
+def test_evidence_weighs_dense_similarity_and_the_questions_words() -> None:
+    strong: ChunkData = {"text": "Water boils at 100 degrees.", "scores": {"dense": 0.6}}
+    weak: ChunkData = {"text": "Rust is a language.", "scores": {"dense": 0.3}}
+    assert evidence("When does water boil?", [weak, strong]) == 0.6 + 0.2 * 1.0
+    assert evidence("When does water boil?", [weak]) == 0.3
+    # A keyword-only search gives no dense score: nothing to decide on, so no decline.
+    assert evidence("When does water boil?", [{"text": "x", "scores": {"bm25": 9.0}}]) is None
+
+
+def test_personal_statements_are_told_apart_from_questions() -> None:
+    for said in ("My name is Ana and I work on cats.", "I'm a vet in Lyon", "Call me Bo"):
+        assert is_personal_statement(said), said
+    for asked in ("I work on cats: what does the report say about them?", "Who am I?"):
+        assert not is_personal_statement(asked), asked
+
+
+def test_chinese_text_has_content_words() -> None:
+    assert content_words("水在一百度沸腾") & content_words("在海平面，水在一百度时沸腾。")
+    assert {"water", "boil"} <= content_words("Water boiling 水沸腾")
