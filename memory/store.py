@@ -358,6 +358,9 @@ class UserMemory:
         try:
             result = memory.add(messages, user_id=user_id, metadata=metadata, infer=True)
         except Exception as exc:
+            if self._queue.closed:  # shut down under a late extraction: expected
+                logger.debug("memory: extraction for user %r ended by close: %s", user_id, exc)
+                return []
             log_failure(
                 exc,
                 user_id=user_id,
