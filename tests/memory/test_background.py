@@ -79,7 +79,8 @@ def test_one_running_per_user_and_the_oldest_waiting_is_dropped(
 def test_users_do_not_wait_on_each_other(jobs: Jobs) -> None:
     queue: ExtractionQueue[list[str]] = ExtractionQueue(workers=2, per_user=1, empty=list)
     queue.submit("ana", jobs.job("ana", "ana-0"))
-    queue.submit("ana", jobs.job("ana", "ana-1"))  # waits behind ana-0
+    jobs.wait_started(1)  # until it starts, a newer turn of ana's would push it out
+    second = queue.submit("ana", jobs.job("ana", "ana-1"))  # waits behind ana-0
     ben = queue.submit("ben", jobs.job("ben", "ben-0"))
 
     jobs.wait_started(2)  # ben's job runs beside ana's, ahead of ana's second
@@ -87,8 +88,9 @@ def test_users_do_not_wait_on_each_other(jobs: Jobs) -> None:
     assert sorted(jobs.started) == ["ana-0", "ben-0"]
     jobs.release.set()
     assert ben.result(timeout=WAIT_S) == ["ben-0"]
-    queue.close(grace_s=WAIT_S)
+    assert second.result(timeout=WAIT_S) == ["ana-1"]
     assert jobs.started[-1] == "ana-1"
+    assert queue.close(grace_s=WAIT_S)
 
 
 def test_close_drops_waiting_jobs_and_does_not_wait_past_the_grace(
@@ -96,6 +98,7 @@ def test_close_drops_waiting_jobs_and_does_not_wait_past_the_grace(
 ) -> None:
     queue: ExtractionQueue[list[str]] = ExtractionQueue(workers=4, per_user=3, empty=list)
     running = queue.submit("ana", jobs.job("ana", "ana-0"))
+    jobs.wait_started(1)
     waiting = [queue.submit("ana", jobs.job("ana", f"ana-{i}")) for i in (1, 2, 3)]
     waiting.append(queue.submit("ben", jobs.job("ben", "ben-0")))
     jobs.wait_started(2)  # ana-0 and ben-0 run; ana-1..3 wait
