@@ -185,7 +185,7 @@ async def open_services(settings: AppSettings) -> AsyncIterator[Services]:
         if qdrant is not None:
             stack.callback(qdrant.close)
         if memory is not None:
-            stack.callback(memory.close)  # waits for queued memory writes, then closes
+            stack.callback(memory.close)  # drops queued extractions; short grace for one running
         checkpointer = await _checkpointer(stack, settings, db)
         services = Services(
             settings=settings,

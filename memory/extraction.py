@@ -18,10 +18,16 @@ here, on the way to the model; the reply format is the same.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from memory.settings import MemorySettings
+
+logger = logging.getLogger(__name__)
 
 # Longest excerpt of a bad reply quoted in a warning.
 _EXCERPT_CHARS = 160
@@ -208,3 +214,65 @@ def explicit_statements(messages: list[dict[str, Any]]) -> list[str]:
             ):
                 statements.append(sentence)
     return statements
+
+
+def server_trouble(exc: BaseException) -> str | None:
+    """Classify a failed extraction request: ``"busy"``, ``"unreachable"`` or ``None``.
+
+    Busy: a timeout, or an overloaded server (429/503). Unreachable: no connection could
+    be made. ``None``: anything else (a bug, a bad reply). mem0 wraps the client's error
+    in its own, so the cause chain is searched.
+    """
+    import openai
+
+    seen: BaseException | None = exc
+    for _ in range(5):  # mem0 wraps once or twice; a cycle must not hang us
+        if seen is None:
+            break
+        if isinstance(seen, openai.APITimeoutError | TimeoutError):
+            return "busy"
+        if isinstance(seen, openai.APIStatusError) and seen.status_code in (429, 503):
+            return "busy"
+        if isinstance(seen, openai.APIConnectionError):
+            return "unreachable"
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def log_failure(
+    exc: Exception, *, user_id: str, elapsed_s: float, settings: MemorySettings, waiting: int
+) -> None:
+    """Say why an extraction request failed: a busy server is not a server that is down."""
+    cause = exc.__cause__ or exc
+    trouble = server_trouble(exc)
+    url = settings.llm_base_url
+    if trouble == "busy":
+        logger.warning(
+            "memory: the model server at %s is busy: extraction for user %r gave up after "
+            "%.1fs (%s, MEMORY_TIMEOUT_S=%.0f); dropped this turn, not retried "
+            "(%d more of the user's turns waiting)",
+            url,
+            user_id,
+            elapsed_s,
+            type(cause).__name__,
+            settings.timeout_s,
+            waiting,
+        )
+    elif trouble == "unreachable":
+        logger.warning(
+            "memory: the model server at %s is unreachable (%s: %s); stored nothing from this "
+            "turn of user %r. Is it up?",
+            url,
+            type(cause).__name__,
+            cause,
+            user_id,
+        )
+    else:
+        logger.warning(
+            "memory: extraction for user %r failed after %.1fs (%s: %s); stored nothing from "
+            "this turn",
+            user_id,
+            elapsed_s,
+            type(cause).__name__,
+            cause,
+        )

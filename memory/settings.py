@@ -80,6 +80,33 @@ class MemorySettings(BaseSettings):
         gt=0,
         description="Upper bound on one remember() call, extraction request included.",
     )
+    workers: int = Field(
+        4,
+        alias="MEMORY_WORKERS",
+        gt=0,
+        description=(
+            "Most extractions running at once, across users (one per user at most): the "
+            "most extraction requests memory keeps open on the model server."
+        ),
+    )
+    queue_per_user: int = Field(
+        2,
+        alias="MEMORY_QUEUE_PER_USER",
+        gt=0,
+        description=(
+            "Most turns of one user waiting for extraction while one runs; a newer turn "
+            "drops the oldest waiting one (logged)."
+        ),
+    )
+    close_grace_s: float = Field(
+        3.0,
+        alias="MEMORY_CLOSE_GRACE_S",
+        ge=0,
+        description=(
+            "At shutdown, how long a running extraction may still finish; waiting ones are "
+            "dropped at once."
+        ),
+    )
     fallback_explicit: bool = Field(
         False,
         alias="MEMORY_FALLBACK_EXPLICIT",

@@ -8,10 +8,12 @@ scanning every point in Python, which alone would take recall past its budget. m
 telemetry is switched off and its files (home directory, history database) are kept in
 the data directory before it is imported.
 
-``remember`` is the only call that talks to the LLM. It runs on one worker thread with
-the extraction request bounded by ``MEMORY_TIMEOUT_S`` and never raises: a failing or
-slow memory only costs a warning in the log. Deleting a memory also deletes its rows in
-mem0's history, so a forgotten fact leaves no copy behind.
+``remember`` is the only call that talks to the LLM. Extractions run in the background
+(:mod:`memory.background`: one running per user, a few waiting, the oldest dropped), each
+request bounded by ``MEMORY_TIMEOUT_S``, and never raise: a failing or slow memory only
+costs a warning in the log, which says whether the model server was busy or unreachable.
+Deleting a memory also deletes its rows in mem0's history, so a forgotten fact leaves no
+copy behind.
 
 Use from async code: ``await asyncio.to_thread(memories.recall, ...)`` before answering;
 after the answer, ``memories.remember_in_background(...)`` (returns a future at once) or
@@ -31,14 +33,15 @@ import threading
 import time
 import uuid
 import warnings
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
-from memory.extraction import COMPACT_PROMPT, CheckedExtractor, explicit_statements
+from memory.background import ExtractionQueue
+from memory.extraction import COMPACT_PROMPT, CheckedExtractor, explicit_statements, log_failure
 from memory.settings import MemorySettings
 
 if TYPE_CHECKING:
@@ -146,7 +149,9 @@ class UserMemory:
         self._memory: Memory | None = None
         self._extractor: CheckedExtractor | None = None
         self._build_lock = threading.Lock()
-        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="memory-remember")
+        self._queue: ExtractionQueue[builtins.list[MemoryItem]] = ExtractionQueue(
+            workers=settings.workers, per_user=settings.queue_per_user, empty=list
+        )
 
     @property
     def enabled(self) -> bool:
@@ -251,8 +256,9 @@ class UserMemory:
     ) -> builtins.list[MemoryItem]:
         """Extract and store what is worth remembering from a turn; return what was stored.
 
-        With ``infer=True`` (the default) the served LLM extracts facts through mem0.
-        With ``infer=False`` the user's messages are stored verbatim, without an LLM.
+        With ``infer=True`` (the default) the served LLM extracts facts through mem0, in
+        the user's extraction queue (a newer turn may push this one out: ``[]``).
+        With ``infer=False`` the user's messages are stored verbatim, at once, without an LLM.
         Waits at most ``MEMORY_TIMEOUT_S``; a memory failure (server down, timeout,
         broken JSON, closed store) never raises: it logs a warning and returns ``[]``.
         Only a malformed ``user_id`` (a caller bug) raises ``ValueError``, as everywhere.
@@ -260,13 +266,14 @@ class UserMemory:
         _check_user_id(user_id)
         if not self.enabled:
             return []
-        if threading.current_thread().name.startswith("memory-remember"):
-            return self._remember_now(user_id, messages, thread_id, infer)
-        try:
-            future = self._worker.submit(self._remember_now, user_id, messages, thread_id, infer)
-        except RuntimeError:  # closed: the process is shutting down
+        if self._queue.closed:
             logger.warning("memory: closed; not remembering this turn of user %r", user_id)
             return []
+        if not infer or threading.current_thread().name.startswith("memory-remember"):
+            return self._remember_now(user_id, messages, thread_id, infer)
+        future = self._queue.submit(
+            user_id, lambda: self._remember_now(user_id, messages, thread_id, True)
+        )
         try:
             return future.result(timeout=self.settings.timeout_s)
         except FutureTimeout:
@@ -284,17 +291,17 @@ class UserMemory:
         messages: builtins.list[dict[str, Any]],
         thread_id: str | None = None,
     ) -> Future[builtins.list[MemoryItem]]:
-        """Queue :meth:`remember` on the memory worker and return at once.
+        """Queue :meth:`remember` in the user's extraction queue and return at once.
 
         For use after the answer is sent. The returned future never fails; its result
-        is what was stored. The extraction request is bounded by ``MEMORY_TIMEOUT_S``.
+        is what was stored (``[]`` when a newer turn or shutdown dropped this one). The
+        extraction request is bounded by ``MEMORY_TIMEOUT_S``.
         """
         _check_user_id(user_id)
         if self.enabled:
-            try:
-                return self._worker.submit(self._remember_now, user_id, messages, thread_id, True)
-            except RuntimeError:  # closed: the process is shutting down
-                logger.warning("memory: closed; not remembering this turn of user %r", user_id)
+            return self._queue.submit(
+                user_id, lambda: self._remember_now(user_id, messages, thread_id, True)
+            )
         done: Future[builtins.list[MemoryItem]] = Future()
         done.set_result([])
         return done
@@ -313,7 +320,12 @@ class UserMemory:
                 return self._store_verbatim(memory, user_id, messages, metadata)
             return self._extract(memory, user_id, messages, metadata)
         except Exception as exc:
-            logger.warning("memory: remember failed for user %r: %s", user_id, exc, exc_info=True)
+            if self._queue.closed:  # shut down under a late extraction: expected
+                logger.debug("memory: remember for user %r ended by close: %s", user_id, exc)
+            else:
+                logger.warning(
+                    "memory: remember failed for user %r: %s", user_id, exc, exc_info=True
+                )
             return []
 
     def _store_verbatim(
@@ -346,15 +358,15 @@ class UserMemory:
         try:
             result = memory.add(messages, user_id=user_id, metadata=metadata, infer=True)
         except Exception as exc:
-            cause = exc.__cause__ or exc
-            logger.warning(
-                "memory: extraction for user %r failed after %.1fs (%s: %s); stored nothing "
-                "from this turn. Is the model server at %s up?",
-                user_id,
-                time.perf_counter() - started,
-                type(cause).__name__,
-                cause,
-                self.settings.llm_base_url,
+            if self._queue.closed:  # shut down under a late extraction: expected
+                logger.debug("memory: extraction for user %r ended by close: %s", user_id, exc)
+                return []
+            log_failure(
+                exc,
+                user_id=user_id,
+                elapsed_s=time.perf_counter() - started,
+                settings=self.settings,
+                waiting=self._queue.waiting(user_id),
             )
             return self._fallback(memory, user_id, messages, metadata)
         outcome = self._extractor.take()
@@ -462,7 +474,12 @@ class UserMemory:
             db.connection.commit()
 
     def close(self) -> None:
-        """Stop the worker (waiting for queued turns) and close mem0's history database."""
-        self._worker.shutdown(wait=True)
+        """Stop extracting and close mem0's history; returns within ``MEMORY_CLOSE_GRACE_S``.
+
+        Waiting turns are dropped (logged with a count); one running gets the grace, then
+        is left to end on its own (its request is bounded by ``MEMORY_TIMEOUT_S``, and its
+        late failure against the closed store is expected).
+        """
+        self._queue.close(self.settings.close_grace_s)
         if self._memory is not None:
             self._memory.close()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import httpx
+import openai
 import pytest
 
 from memory.extraction import (
@@ -11,6 +13,7 @@ from memory.extraction import (
     CheckedExtractor,
     explicit_statements,
     parse_extraction,
+    server_trouble,
 )
 
 
@@ -109,3 +112,37 @@ def test_explicit_statements_keep_first_person_facts_only() -> None:
         "My project is in Rust.",
         "I live in Lisbon",
     ]
+
+
+_REQUEST = httpx.Request("POST", "http://127.0.0.1:9/v1/chat/completions")
+
+
+def _status(code: int) -> openai.APIStatusError:
+    response = httpx.Response(code, request=_REQUEST, json={"error": {"message": "x"}})
+    return openai.APIStatusError("x", response=response, body=None)
+
+
+def _wrapped(exc: Exception) -> Exception:
+    """The error as mem0 raises it: its own, from the client's."""
+    try:
+        raise RuntimeError(f"LLM extraction failed: {exc}") from exc
+    except RuntimeError as wrapper:
+        return wrapper
+
+
+@pytest.mark.parametrize(
+    ("error", "trouble"),
+    [
+        (openai.APITimeoutError(request=_REQUEST), "busy"),
+        (_status(429), "busy"),
+        (_status(503), "busy"),
+        (TimeoutError("read timed out"), "busy"),
+        (openai.APIConnectionError(request=_REQUEST), "unreachable"),
+        (_status(500), None),
+        (_status(400), None),
+        (ValueError("a bug"), None),
+    ],
+)
+def test_server_trouble_tells_busy_from_unreachable(error: Exception, trouble: str | None) -> None:
+    assert server_trouble(error) == trouble
+    assert server_trouble(_wrapped(error)) == trouble
