@@ -30,8 +30,8 @@ from backend.settings import get_settings as backend_settings
 from rl_trainer import publish as pub
 from rl_trainer.config import Recipe
 from rl_trainer.data import Snapshot, build_data, read_snapshot
-from rl_trainer.gate import GateResult, gate
-from rl_trainer.judge import Judge, JudgeStats, judge_turns, make_judge
+from rl_trainer.gate import GateResult, gate, gate_text
+from rl_trainer.judge import Judge, JudgeStats, judge_turns, make_judge, thumbs_agreement
 from rl_trainer.settings import TrainerSettings
 from rl_trainer.settings import get_settings as trainer_settings
 from rl_trainer.train import FIT_FILE, TrainResult, train
@@ -131,6 +131,16 @@ class Workspace:
             client = self.client
             model = self.settings.judge_model or self.served_base()
         return make_judge("llm", client, model)
+
+    def judge_is_policy(self, recipe: Recipe) -> bool:
+        """Whether the LLM judge is the served base model grading its own kind of answers."""
+        if recipe.judge != "llm":
+            return False  # a rule is no model
+        own = self.settings.judge_url
+        if own and own.rstrip("/") != self.backend.base_url.rstrip("/"):
+            return False
+        model = self.settings.judge_model
+        return not model or model == self.served_base()
 
     def new_run_dir(self, algo: str) -> Path:
         """A fresh run directory."""
@@ -249,16 +259,19 @@ def gate_step(ws: Workspace, recipe: Recipe, row: AdapterVersion) -> GateResult:
         )
     snapshot = read_snapshot(Path(data))
     pub.ensure_loaded(ws.client, row)
+    judge = ws.judge(recipe)
     result = gate(
         ws.client,
-        ws.judge(recipe),
+        judge,
         snapshot.heldout,
         candidate=row.served_name,
         baseline=ws.serving(),
         threshold=recipe.gate_threshold,
         max_tokens=recipe.gate_max_tokens,
         limit=recipe.gate_limit,
+        judge_is_policy=ws.judge_is_policy(recipe),
     )
+    result.judge_thumbs = thumbs_agreement(ws.db, judge)
     pub.update_manifest(ws.db, row, gate=result.to_dict())
     return result
 
@@ -308,13 +321,7 @@ class Report:
         if self.metrics:
             lines.append("training: " + ", ".join(f"{k}={v:.4g}" for k, v in self.metrics.items()))
         if self.gate is not None:
-            g = self.gate
-            win = "n/a" if g["win_rate"] is None else f"{g['win_rate']:.2f}"
-            verdict = "PASS" if g["passed"] else "FAIL: " + "; ".join(g["reasons"])
-            lines.append(
-                f"gate: {g['candidate']} vs {g['baseline']}: win rate {win} "
-                f"(threshold {g['threshold']:.2f}, {g['judged']}/{g['prompts']} judged) {verdict}"
-            )
+            lines.append(gate_text(self.gate))
         lines.append(f"promoted: {'yes' if self.promoted else 'no'}; serving now: {self.serving}")
         return "\n".join(lines)
 
