@@ -10,7 +10,7 @@ import pytest
 
 from app.store import open_database
 from app.store.db import Database
-from backend.client import ChatResult
+from backend.client import ChatResult, ModelInfo
 from rl_trainer.config import Recipe
 from rl_trainer.data import build_data
 from rl_trainer.gate import gate, gate_text
@@ -121,3 +121,31 @@ def test_heldout_rows_carry_the_users_feedback(db: Database, tmp_path: Path) -> 
     assert rows["q1?"]["corrected"] == "[1] At 100 C." and rows["q1?"]["answerable"] is True
     assert rows["q2?"]["answerable"] is False and rows["q2?"]["rating"] == 1.0
     assert rows["q3?"]["answerable"] is None and rows["q3?"]["rating"] == 0.0
+
+
+class Models:
+    """The model server's model list: one base model."""
+
+    def list_models(self) -> list[ModelInfo]:
+        return [ModelInfo("served-base")]
+
+
+@pytest.mark.parametrize(
+    ("env", "is_policy"),
+    [
+        ({}, True),  # the default: the served model grades itself
+        ({"JUDGE_MODEL": "served-base"}, True),
+        ({"JUDGE_MODEL": "bigger-model"}, False),
+        ({"JUDGE_URL": "http://judge.example:8000/v1", "JUDGE_MODEL": "served-base"}, False),
+    ],
+)
+def test_the_judge_is_the_policy_unless_another_server_or_model_is_named(
+    env: dict[str, str], is_policy: bool, db: Database
+) -> None:
+    from backend.settings import BackendSettings
+    from rl_trainer.pipeline import Workspace
+    from rl_trainer.settings import TrainerSettings
+
+    ws = Workspace(TrainerSettings(**env), BackendSettings(), db, Models())  # type: ignore[arg-type]
+    assert ws.judge_is_policy(Recipe(judge="llm")) is is_policy
+    assert ws.judge_is_policy(Recipe(judge="rule:leading_citation")) is False
