@@ -110,6 +110,7 @@ def dispatch(args: argparse.Namespace, write: Callable[[str], None]) -> int:
     from rl_trainer import pipeline
     from rl_trainer import publish as pub
     from rl_trainer.data import read_snapshot
+    from rl_trainer.gate import gate_text
 
     with pipeline.Workspace.open() as ws:
         if args.command == "judge":
@@ -143,6 +144,7 @@ def dispatch(args: argparse.Namespace, write: Callable[[str], None]) -> int:
         elif args.command == "gate":
             row = pub.get_version(ws.db, ws.name, args.candidate)
             verdict = pipeline.gate_step(ws, _recipe(args), row)
+            logger.info("%s", gate_text(verdict.to_dict()))  # for people; stdout is for scripts
             write(json.dumps(verdict.to_dict(), indent=2))
             return 0 if verdict.passed else 2
         elif args.command == "promote":
