@@ -201,7 +201,7 @@ def gate_text(g: dict[str, Any]) -> str:
     """The gate's verdict and figures as a person reads them (``GateResult.to_dict()``)."""
     new, old = g["candidate"], g["baseline"]
     verdict = "PASS" if g["passed"] else "FAIL: " + "; ".join(g["reasons"])
-    judge = "the policy model itself" if g.get("judge_is_policy") else "a separate judge"
+    judge = "the policy model itself" if g.get("judge_is_policy") else "separate from the policy"
     thumbs = g.get("judge_thumbs") or {}
     lines = [
         f"gate: {new} vs {old}: win rate {_pct(g['win_rate'])} (threshold "

@@ -129,7 +129,7 @@ def test_the_loop_changes_what_users_get_and_rollback_undoes_it(stack: Stack, us
         assert rows["kept"] == rows["given"] == manifest["data"]["counts"]["train"]
         assert status["versions"][0]["training_rows"]["kept"] == rows["kept"]
         assert f"trained={rows['kept']}/{rows['given']}" in stack.cli("status").stdout
-        assert "judge (a separate judge): replies parsed 1.00" in done.stdout
+        assert "judge (separate from the policy): replies parsed 1.00" in done.stdout
         trained = set(manifest["data"]["turn_ids"]["train"])
         assert len(trained) >= 8 and not trained & {a["turn_id"] for a in before + after}
         assert manifest["gate"]["passed"] and manifest["gate"]["win_rate"] >= 0.55
