@@ -48,6 +48,14 @@ def _writer(stream: TextIO) -> Callable[[str], None]:
     return write
 
 
+def _rows(rows: dict[str, Any] | None) -> str:
+    """``trained=12/14 dropped={...}`` for a status line."""
+    if not rows:
+        return "trained=?"
+    dropped = ", ".join(f"{k}: {n}" for k, n in sorted((rows.get("dropped") or {}).items()))
+    return f"trained={rows['kept']}/{rows['given']} dropped={{{dropped}}}"
+
+
 def parser() -> argparse.ArgumentParser:
     """The command line."""
     p = argparse.ArgumentParser(
@@ -86,6 +94,9 @@ def parser() -> argparse.ArgumentParser:
     cmd.add_argument("candidate", help="version: 3, v3 or flywheel-v3")
     cmd = add("promote", "serve a version for new turns", recipe=False)
     cmd.add_argument("version", help="version: 3, v3 or flywheel-v3")
+    cmd.add_argument(
+        "--force", action="store_true", help="promote even a version the gate rejected"
+    )
     add("rollback", "switch back to the previously active version", recipe=False)
     cmd = add("run", "judge, build-data, train, publish, gate, then promote or reject", algo=True)
     cmd.add_argument("--skip-judge", action="store_true", help="use existing judgments only")
@@ -99,6 +110,7 @@ def dispatch(args: argparse.Namespace, write: Callable[[str], None]) -> int:
     from rl_trainer import pipeline
     from rl_trainer import publish as pub
     from rl_trainer.data import read_snapshot
+    from rl_trainer.gate import gate_text
 
     with pipeline.Workspace.open() as ws:
         if args.command == "judge":
@@ -118,7 +130,12 @@ def dispatch(args: argparse.Namespace, write: Callable[[str], None]) -> int:
                 else pipeline.build_data_step(ws, recipe, run_dir / "data")
             )
             result = pipeline.train_step(ws, recipe, snapshot, run_dir)
-            write(json.dumps({"adapter": str(result.adapter_dir), "data": str(snapshot.path)}))
+            fit = result.fit.to_dict() if result.fit else None
+            write(
+                json.dumps(
+                    {"adapter": str(result.adapter_dir), "data": str(snapshot.path), "rows": fit}
+                )
+            )
         elif args.command == "publish":
             recipe = _recipe(args)
             given = read_snapshot(args.data) if args.data else None
@@ -127,11 +144,12 @@ def dispatch(args: argparse.Namespace, write: Callable[[str], None]) -> int:
         elif args.command == "gate":
             row = pub.get_version(ws.db, ws.name, args.candidate)
             verdict = pipeline.gate_step(ws, _recipe(args), row)
+            logger.info("%s", gate_text(verdict.to_dict()))  # for people; stdout is for scripts
             write(json.dumps(verdict.to_dict(), indent=2))
             return 0 if verdict.passed else 2
         elif args.command == "promote":
             row = pub.get_version(ws.db, ws.name, args.version)
-            pub.promote(ws.db, ws.client, row)
+            pub.promote(ws.db, ws.client, row, force=args.force)
             write(f"serving {row.served_name}")
         elif args.command == "rollback":
             previous = pub.rollback(ws.db, ws.client, ws.name)
@@ -149,7 +167,7 @@ def dispatch(args: argparse.Namespace, write: Callable[[str], None]) -> int:
                     write(
                         f"{v['served_name']:<24} {v['status']:<10} algo={v['algo']} "
                         f"win_rate={v['gate_win_rate']} train_turns={v['train_turns']} "
-                        f"loaded={v['loaded']}"
+                        f"{_rows(v['training_rows'])} loaded={v['loaded']}"
                     )
                 if state["server_error"]:
                     write(f"model server: {state['server_error']}")

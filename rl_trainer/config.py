@@ -51,7 +51,12 @@ class Recipe:
     )
     lr_scheduler_type: str = field(default="constant", metadata={"help": "LR schedule."})
     max_length: int = field(
-        default=2048, metadata={"help": "Longest prompt + completion in tokens (DPO)."}
+        default=2048,
+        metadata={
+            "help": "Longest training row in tokens: DPO prompt + answer; GRPO prompt + "
+            "max_completion_length. Longer rows lose trailing source text to fit (never the "
+            "question or answers); rows that cannot fit are dropped and counted."
+        },
     )
     beta: float = field(
         default=0.1,
@@ -190,6 +195,11 @@ class Recipe:
             raise ValueError(f"gate_threshold={self.gate_threshold} must be in (0, 1]")
         if self.judge != "llm" and not self.judge.startswith("rule:"):
             raise ValueError(f"judge={self.judge!r}; expected 'llm' or 'rule:<reward name>'")
+        if self.algo == "grpo" and self.max_completion_length >= self.max_length:
+            raise ValueError(
+                f"max_completion_length={self.max_completion_length} leaves no room for a "
+                f"prompt in max_length={self.max_length}; raise max_length"
+            )
         if self.overlong_buffer >= self.max_completion_length:
             raise ValueError(
                 f"overlong_buffer={self.overlong_buffer} must be below "

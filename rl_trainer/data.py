@@ -30,6 +30,7 @@ from app.store.db import Database
 from app.store.feedback import training_signals
 from app.store.models import Feedback, Turn
 from app.store.prompt_data import without_data
+from app.store.records import says_not_in_documents
 from rl_trainer.config import Recipe
 
 logger = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ class Signal:
     score: float | None
     corrected: str | None
     prompt: list[dict[str, Any]]  # the turn's messages as far as its user shares them
+    rating: float | None = None  # share of thumbs up among the counted ratings
 
 
 @dataclass
@@ -155,8 +157,9 @@ def collect_signals(
         ratings = [fb for fb in turn.feedback if fb.id in counted]
         corrected = next((fb.corrected_answer for fb in ratings if fb.corrected_answer), None)
         score: float | None = None
+        rating: float | None = None
         if ratings:
-            score = sum(1.0 if fb.rating > 0 else 0.0 for fb in ratings) / len(ratings)
+            score = rating = sum(1.0 if fb.rating > 0 else 0.0 for fb in ratings) / len(ratings)
         else:
             judgments = [
                 j for j in turn.judgments if judge_model is None or j.judge_model == judge_model
@@ -167,7 +170,7 @@ def collect_signals(
             counts["no_signal"] += 1
             continue
         prompt = shareable_prompt(turn.messages, turn.user_id in shared)
-        signals.append(Signal(turn, score, corrected, prompt))
+        signals.append(Signal(turn, score, corrected, prompt, rating))
     signals = cap_per_user(signals, recipe.max_turns_per_user, counts)
     counts["with_signal"] = len(signals)
     return signals
@@ -238,18 +241,38 @@ def grpo_prompt(signal: Signal) -> dict[str, Any]:
     return {"prompt": signal.prompt, **_info(signal.turn), "turn_id": signal.turn.id}
 
 
-def heldout_row(turn: Turn) -> dict[str, Any]:
-    """A gate row: the prompt, the reward columns, and what was answered then.
+def known_answerable(signal: Signal) -> bool | None:
+    """Whether the user's feedback shows the sources held the answer; None when unknown.
+
+    A corrected answer that declines, or a thumbs-up on a decline, says they did not; a
+    corrected answer, or a thumbs-up on an answer, says they did. A thumbs-down says
+    nothing certain (the user may dislike the answer, not the decision).
+    """
+    if signal.corrected:
+        return not says_not_in_documents(signal.corrected)
+    if signal.rating is not None and signal.rating >= 0.5:
+        return not says_not_in_documents(signal.turn.answer)
+    return None
+
+
+def heldout_row(signal: Signal) -> dict[str, Any]:
+    """A gate row: the prompt, the reward columns, what was answered then and the feedback.
 
     The gate only asks the models and the judge; it trains nothing, so its prompts are
-    whole: the candidate is measured on what users actually send.
+    whole: the candidate is measured on what users actually send. The user's corrected
+    answer, thumbs and whether the sources held the answer feed the checks that need no
+    judge.
     """
+    turn = signal.turn
     return {
         "prompt": turn.messages,
         **_info(turn),
+        "answerable": known_answerable(signal),
         "turn_id": turn.id,
         "thread_id": turn.thread_id,
         "stored_answer": turn.answer,
+        "corrected": signal.corrected,
+        "rating": signal.rating,
     }
 
 
@@ -433,7 +456,7 @@ def build_data(
         train_rows = [grpo_prompt(s) for s in train_signals]
     shares = user_shares(train_rows, {s.turn.id: s.turn.user_id for s in train_signals})
     check_shares(shares, recipe.max_user_share)
-    heldout = [heldout_row(s.turn) for s in held_signals]
+    heldout = [heldout_row(s) for s in held_signals]
     counts.update(train=len(train_rows), heldout=len(heldout), users=len(shares))
     # The turns training actually reads: those in pairs (DPO), every prompt (GRPO).
     turn_ids = {

@@ -2,9 +2,17 @@
 
 Both the candidate and the serving adapter (or the base model) answer every held-out
 prompt through the model server at temperature 0, and the judge compares each pair in
-both orders. The candidate passes when its win rate (ties count half) reaches the
-threshold *and* neither its citation validity nor its honest "not in the documents"
-rate gets worse: a judge can be fooled by a confident answer, these checks cannot.
+both orders. Checks that need no judge are measured on the same answers: token F1
+against the users' corrected answers, citation validity (of the answers that do not
+decline), declining questions the users showed the documents cannot answer, and declining
+ones they showed they can. A judge can be fooled by a confident answer; these checks
+cannot, so none of them may get worse.
+
+When the judge is the policy model itself (no stronger ``JUDGE_URL``/``JUDGE_MODEL``), a
+model grading its own answers carries little weight: the candidate then passes on the
+judge's win rate *or* on a judge-free figure that improved, and a judge that cannot parse
+or prefers the baseline cannot block a candidate those figures show is better. With a
+separate judge, its win rate must reach the threshold as before.
 """
 
 from __future__ import annotations
@@ -15,17 +23,23 @@ from typing import Any
 
 from tqdm import tqdm
 
+from app.eval.scoring import recall_f1
+from app.store.records import says_not_in_documents
 from backend.client import ModelClient
-from rl_trainer.judge import Judge
+from rl_trainer.judge import Judge, parse_rate
 from rl_trainer.rewards import citation_validity, honest_not_in_documents
 
 logger = logging.getLogger(__name__)
 INFO_KEYS = ("num_sources", "answerable", "answer")
+# Token F1 moves by a few hundredths between greedy answers that mean the same; a drop
+# or gain below this is noise on held-out sets of tens of turns.
+F1_TOLERANCE = 0.02
+_Figure = dict[str, float | None]
 
 
 @dataclass
 class GateResult:
-    """The gate's verdict and the figures behind it."""
+    """The gate's verdict and the figures behind it (each figure per served model)."""
 
     passed: bool
     candidate: str
@@ -34,8 +48,15 @@ class GateResult:
     prompts: int = 0
     judged: int = 0
     win_rate: float | None = None
-    citation_validity: dict[str, float | None] = field(default_factory=dict)
-    not_in_documents: dict[str, float | None] = field(default_factory=dict)
+    judge_is_policy: bool = False
+    judge_parse_rate: float | None = None  # share of the judge's replies parsed here
+    judge_thumbs: dict[str, Any] = field(default_factory=dict)  # agreement with users
+    citation_validity: _Figure = field(default_factory=dict)
+    not_in_documents: _Figure = field(default_factory=dict)
+    corrected_f1: _Figure = field(default_factory=dict)  # vs users' corrected answers
+    declined_unanswerable: _Figure = field(default_factory=dict)
+    declined_answerable: _Figure = field(default_factory=dict)  # wrongly declined
+    counts: dict[str, int] = field(default_factory=dict)  # rows behind each figure
     reasons: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -48,8 +69,77 @@ def _mean(values: list[float | None]) -> float | None:
     return sum(known) / len(known) if known else None
 
 
-def _worse(new: float | None, old: float | None) -> bool:
-    return new is not None and old is not None and new < old - 1e-9
+def _worse(new: float | None, old: float | None, tolerance: float = 1e-9) -> bool:
+    return new is not None and old is not None and new < old - tolerance
+
+
+def judge_free(
+    result: GateResult, rows: list[dict[str, Any]], answers: dict[str, list[str]]
+) -> None:
+    """Fill the figures that need no judge from both models' answers to ``rows``."""
+    columns = {k: [r.get(k) for r in rows] for k in INFO_KEYS}
+    corrected = [i for i, r in enumerate(rows) if r.get("corrected")]
+    unanswerable = [i for i, r in enumerate(rows) if r.get("answerable") is False]
+    answerable = [i for i, r in enumerate(rows) if r.get("answerable") is True]
+    result.counts = {
+        "corrected": len(corrected),
+        "unanswerable": len(unanswerable),
+        "answerable": len(answerable),
+    }
+    for model, said in answers.items():
+        declined = [float(says_not_in_documents(text)) for text in said]
+        # A decline rightly cites nothing: citations are measured on answers given.
+        cites = citation_validity(said, **columns)
+        result.citation_validity[model] = _mean(
+            [None if no else c for c, no in zip(cites, declined, strict=True)]
+        )
+        result.not_in_documents[model] = _mean(honest_not_in_documents(said, **columns))
+        result.corrected_f1[model] = _mean(
+            [recall_f1(said[i], [rows[i]["corrected"]])[1] for i in corrected]
+        )
+        result.declined_unanswerable[model] = _mean([declined[i] for i in unanswerable])
+        result.declined_answerable[model] = _mean([declined[i] for i in answerable])
+
+
+def _lower_is_better(figure: _Figure) -> _Figure:
+    return {model: None if v is None else -v for model, v in figure.items()}
+
+
+def decide(result: GateResult) -> None:
+    """Set ``result.reasons`` (empty: pass) and ``result.passed`` from its figures."""
+    new, old = result.candidate, result.baseline
+    checks = {
+        "overlap with users' corrected answers (token F1)": (result.corrected_f1, F1_TOLERANCE),
+        "citation validity": (result.citation_validity, 1e-9),
+        'honest "not in the documents" rate': (result.not_in_documents, 1e-9),
+        "declining questions the documents cannot answer": (
+            result.declined_unanswerable,
+            1e-9,
+        ),
+        "not declining questions the documents answer": (
+            _lower_is_better(result.declined_answerable),
+            1e-9,
+        ),
+    }
+    improved = []
+    for name, (figure, tolerance) in checks.items():
+        if _worse(figure.get(new), figure.get(old), tolerance):
+            result.reasons.append(f"{name} got worse: {figure[new]:.2f} < {figure[old]:.2f}")
+        elif _worse(figure.get(old), figure.get(new), tolerance):
+            improved.append(name)
+    won = result.win_rate is not None and result.win_rate >= result.threshold
+    if result.judge_is_policy:
+        if not won and not improved:
+            win = "n/a" if result.win_rate is None else f"{result.win_rate:.2f}"
+            result.reasons.append(
+                f"no judge-free figure improved, and the judge (the policy model itself) gave "
+                f"win rate {win}, below {result.threshold:.2f}"
+            )
+    elif result.win_rate is None:
+        result.reasons.append("the judge could not compare any pair")
+    elif not won:
+        result.reasons.append(f"win rate {result.win_rate:.2f} below {result.threshold:.2f}")
+    result.passed = not result.reasons
 
 
 def gate(
@@ -62,15 +152,19 @@ def gate(
     threshold: float = 0.55,
     max_tokens: int = 256,
     limit: int | None = None,
+    judge_is_policy: bool = False,
 ) -> GateResult:
     """Answer ``heldout`` with ``candidate`` and ``baseline`` (served names) and compare."""
     rows = heldout[:limit] if limit is not None else heldout
-    result = GateResult(False, candidate, baseline, threshold, prompts=len(rows))
+    result = GateResult(
+        False, candidate, baseline, threshold, prompts=len(rows), judge_is_policy=judge_is_policy
+    )
     if not rows:
         result.reasons.append("no held-out prompts: collect more rated turns before gating")
         return result
     wins: list[float] = []
     answers: dict[str, list[str]] = {candidate: [], baseline: []}
+    asked, failed = judge.asked, judge.failures
     for row in tqdm(rows, desc=f"gate {candidate} vs {baseline}", unit="prompt"):
         for model in (candidate, baseline):
             reply = client.chat(
@@ -85,19 +179,9 @@ def gate(
             wins.append(preference)
     result.judged = len(wins)
     result.win_rate = sum(wins) / len(wins) if wins else None
-    columns = {k: [r.get(k) for r in rows] for k in INFO_KEYS}
-    for model in (candidate, baseline):
-        result.citation_validity[model] = _mean(citation_validity(answers[model], **columns))
-        result.not_in_documents[model] = _mean(honest_not_in_documents(answers[model], **columns))
-    if result.win_rate is None:
-        result.reasons.append("the judge could not compare any pair")
-    elif result.win_rate < threshold:
-        result.reasons.append(f"win rate {result.win_rate:.2f} below {threshold:.2f}")
-    if _worse(result.citation_validity[candidate], result.citation_validity[baseline]):
-        result.reasons.append("citation validity got worse")
-    if _worse(result.not_in_documents[candidate], result.not_in_documents[baseline]):
-        result.reasons.append('honest "not in the documents" rate got worse')
-    result.passed = not result.reasons
+    result.judge_parse_rate = parse_rate(judge, asked, failed)
+    judge_free(result, rows, answers)
+    decide(result)
     logger.info(
         "gate %s vs %s: win rate %s over %d judged pairs -> %s",
         candidate,
@@ -107,3 +191,35 @@ def gate(
         "PASS" if result.passed else "FAIL (" + "; ".join(result.reasons) + ")",
     )
     return result
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
+def gate_text(g: dict[str, Any]) -> str:
+    """The gate's verdict and figures as a person reads them (``GateResult.to_dict()``)."""
+    new, old = g["candidate"], g["baseline"]
+    verdict = "PASS" if g["passed"] else "FAIL: " + "; ".join(g["reasons"])
+    judge = "the policy model itself" if g.get("judge_is_policy") else "separate from the policy"
+    thumbs = g.get("judge_thumbs") or {}
+    lines = [
+        f"gate: {new} vs {old}: win rate {_pct(g['win_rate'])} (threshold "
+        f"{g['threshold']:.2f}, {g['judged']}/{g['prompts']} judged) {verdict}",
+        f"  judge ({judge}): replies parsed {_pct(g.get('judge_parse_rate'))}, agrees with "
+        f"users' thumbs {_pct(thumbs.get('agreement'))} over {thumbs.get('turns', 0)} turns",
+    ]
+    counts = g.get("counts") or {}
+    figures = (
+        ("corrected_f1", "F1 vs corrected answers", "corrected"),
+        ("citation_validity", "valid citations", None),
+        ("declined_unanswerable", "declined unanswerable", "unanswerable"),
+        ("declined_answerable", "wrongly declined", "answerable"),
+    )
+    parts = []
+    for key, label, count in figures:
+        figure = g.get(key) or {}
+        n = f" (n={counts.get(count, 0)})" if count else ""
+        parts.append(f"{label}{n} {_pct(figure.get(new))} vs {_pct(figure.get(old))}")
+    lines.append("  judge-free, candidate vs serving: " + "; ".join(parts))
+    return "\n".join(lines)

@@ -21,7 +21,7 @@ from typing import Any, Literal, Protocol
 from tqdm import tqdm
 
 from app.store.db import Database
-from app.store.feedback import add_judgment, turns_to_judge
+from app.store.feedback import add_judgment, training_signals, turns_to_judge
 from app.store.models import Turn
 from backend.client import ModelClient
 from backend.errors import ModelServerError
@@ -131,6 +131,8 @@ class Judge(Protocol):
         ...
 
     rubric_version: str
+    asked: int  # replies asked for (a pairwise comparison asks two)
+    failures: int  # replies that could not be parsed
 
     def score(
         self, messages: list[dict[str, Any]], answer: str, info: Mapping[str, Any]
@@ -153,9 +155,11 @@ class LLMJudge:
     model: str
     max_tokens: int = 300
     rubric_version: str = RUBRIC_VERSION
+    asked: int = field(default=0, init=False)
     failures: int = field(default=0, init=False)
 
     def _ask(self, system: str, user: str, schema: dict[str, Any]) -> str | None:
+        self.asked += 1
         try:
             result = self.client.chat(
                 [{"role": "system", "content": system}, {"role": "user", "content": user}],
@@ -217,6 +221,8 @@ class RuleJudge:
 
     reward: str
     rubric_version: str = "rule-v1"
+    asked: int = field(default=0, init=False)
+    failures: int = field(default=0, init=False)  # a rule always has its say
 
     def __post_init__(self) -> None:
         if self.reward not in REWARDS:
@@ -228,6 +234,7 @@ class RuleJudge:
         return f"rule:{self.reward}"
 
     def _value(self, answer: str, info: Mapping[str, Any]) -> float | None:
+        self.asked += 1
         return REWARDS[self.reward]([answer], **{k: [v] for k, v in info.items()})[0]
 
     def score(
@@ -300,3 +307,33 @@ def judge_turns(db: Database, judge: Judge, *, limit: int | None = None) -> Judg
         stats.already,
     )
     return stats
+
+
+def parse_rate(judge: Judge, asked_before: int, failed_before: int) -> float | None:
+    """Share of the judge's replies parsed since the two counts were taken; None if none."""
+    asked = judge.asked - asked_before
+    return None if asked == 0 else 1.0 - (judge.failures - failed_before) / asked
+
+
+def thumbs_agreement(db: Database, judge: Judge) -> dict[str, Any]:
+    """How often the judge's latest score (>= 0.5: good) agrees with users' thumbs.
+
+    Only turns with both a rating and a judgment by this judge and rubric count; the
+    share of thumbs up decides a turn rated by several users. Untrusted users count too:
+    the question is whether the judge sees what people see.
+    """
+    _, _, turns, _ = training_signals(db)
+    agree = total = 0
+    for turn in turns:
+        mine = [
+            j
+            for j in turn.judgments
+            if j.judge_model == judge.model and j.rubric_version == judge.rubric_version
+        ]
+        if not mine or not turn.feedback:
+            continue
+        up = sum(1 for fb in turn.feedback if fb.rating > 0) / len(turn.feedback) >= 0.5
+        good = max(mine, key=lambda j: j.created_at).overall >= 0.5
+        agree += up == good
+        total += 1
+    return {"turns": total, "agreement": agree / total if total else None}

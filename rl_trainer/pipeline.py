@@ -30,11 +30,11 @@ from backend.settings import get_settings as backend_settings
 from rl_trainer import publish as pub
 from rl_trainer.config import Recipe
 from rl_trainer.data import Snapshot, build_data, read_snapshot
-from rl_trainer.gate import GateResult, gate
-from rl_trainer.judge import Judge, JudgeStats, judge_turns, make_judge
+from rl_trainer.gate import GateResult, gate, gate_text
+from rl_trainer.judge import Judge, JudgeStats, judge_turns, make_judge, thumbs_agreement
 from rl_trainer.settings import TrainerSettings
 from rl_trainer.settings import get_settings as trainer_settings
-from rl_trainer.train import TrainResult, train
+from rl_trainer.train import FIT_FILE, TrainResult, train
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -132,6 +132,16 @@ class Workspace:
             model = self.settings.judge_model or self.served_base()
         return make_judge("llm", client, model)
 
+    def judge_is_policy(self, recipe: Recipe) -> bool:
+        """Whether the LLM judge is the served base model grading its own kind of answers."""
+        if recipe.judge != "llm":
+            return False  # a rule is no model
+        own = self.settings.judge_url
+        if own and own.rstrip("/") != self.backend.base_url.rstrip("/"):
+            return False
+        model = self.settings.judge_model
+        return not model or model == self.served_base()
+
     def new_run_dir(self, algo: str) -> Path:
         """A fresh run directory."""
         stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S-%f")
@@ -217,6 +227,9 @@ def publish_step(
         "data": {**snapshot.summary(), "path": str(snapshot.path)} if snapshot else None,
         "metrics": metrics or {},
     }
+    fit = adapter_dir.parent / FIT_FILE  # written by train beside the adapter
+    if fit.is_file():
+        manifest["training_rows"] = json.loads(fit.read_text())
     config = json.loads((adapter_dir / "adapter_config.json").read_text())
     row = pub.publish(
         ws.db,
@@ -246,16 +259,19 @@ def gate_step(ws: Workspace, recipe: Recipe, row: AdapterVersion) -> GateResult:
         )
     snapshot = read_snapshot(Path(data))
     pub.ensure_loaded(ws.client, row)
+    judge = ws.judge(recipe)
     result = gate(
         ws.client,
-        ws.judge(recipe),
+        judge,
         snapshot.heldout,
         candidate=row.served_name,
         baseline=ws.serving(),
         threshold=recipe.gate_threshold,
         max_tokens=recipe.gate_max_tokens,
         limit=recipe.gate_limit,
+        judge_is_policy=ws.judge_is_policy(recipe),
     )
+    result.judge_thumbs = thumbs_agreement(ws.db, judge)
     pub.update_manifest(ws.db, row, gate=result.to_dict())
     return result
 
@@ -279,6 +295,7 @@ class Report:
     judged: dict[str, int] = field(default_factory=dict)
     data: dict[str, int] = field(default_factory=dict)
     users: dict[str, float] = field(default_factory=dict)  # user id -> share of training rows
+    training_rows: dict[str, Any] = field(default_factory=dict)  # kept/dropped (fit.json)
     metrics: dict[str, Any] = field(default_factory=dict)
     candidate: str | None = None
     gate: dict[str, Any] | None = None
@@ -299,18 +316,26 @@ class Report:
         if self.users:
             shares = ", ".join(f"{user} {share:.0%}" for user, share in self.users.items())
             lines.append(f"users (share of training rows): {shares}")
+        if self.training_rows:
+            lines.append(rows_text(self.training_rows))
         if self.metrics:
             lines.append("training: " + ", ".join(f"{k}={v:.4g}" for k, v in self.metrics.items()))
         if self.gate is not None:
-            g = self.gate
-            win = "n/a" if g["win_rate"] is None else f"{g['win_rate']:.2f}"
-            verdict = "PASS" if g["passed"] else "FAIL: " + "; ".join(g["reasons"])
-            lines.append(
-                f"gate: {g['candidate']} vs {g['baseline']}: win rate {win} "
-                f"(threshold {g['threshold']:.2f}, {g['judged']}/{g['prompts']} judged) {verdict}"
-            )
+            lines.append(gate_text(self.gate))
         lines.append(f"promoted: {'yes' if self.promoted else 'no'}; serving now: {self.serving}")
         return "\n".join(lines)
+
+
+def rows_text(rows: dict[str, Any]) -> str:
+    """The line saying how many training rows were trained on, and why others were not."""
+    line = (
+        f"rows: trained on {rows['kept']} of {rows['given']} (max_length {rows['max_length']}, "
+        f"{rows['shortened']} with sources shortened)"
+    )
+    if rows.get("dropped"):
+        reasons = ", ".join(f"{reason}: {n}" for reason, n in sorted(rows["dropped"].items()))
+        line += f"; dropped {rows['given'] - rows['kept']} ({reasons})"
+    return line
 
 
 def _timed(report: Report, stage: str, fn: Callable[[], T]) -> T:
@@ -332,7 +357,12 @@ def run(ws: Workspace, recipe: Recipe, *, skip_judge: bool = False) -> Report:
     snapshot = _timed(report, "build_data", lambda: build_data_step(ws, recipe, run_dir / "data"))
     report.data = dict(snapshot.counts)
     report.users = dict(snapshot.user_shares)
-    result = _timed(report, "train", lambda: train_step(ws, recipe, snapshot, run_dir))
+    try:
+        result = _timed(report, "train", lambda: train_step(ws, recipe, snapshot, run_dir))
+    finally:  # the counts matter most when nothing was left to train on
+        if (run_dir / FIT_FILE).is_file():
+            report.training_rows = json.loads((run_dir / FIT_FILE).read_text())
+        _write_report(run_dir, report)
     report.metrics = _metrics(result.metrics)
     row = _timed(
         report,
@@ -359,8 +389,19 @@ def run(ws: Workspace, recipe: Recipe, *, skip_judge: bool = False) -> Report:
     else:
         reject(ws, row, "; ".join(verdict.reasons))
     report.serving = ws.serving()
-    (run_dir / REPORT_FILE).write_text(json.dumps(report.to_dict(), indent=2, default=str))
+    _write_report(run_dir, report)
     return report
+
+
+def _write_report(run_dir: Path, report: Report) -> None:
+    (run_dir / REPORT_FILE).write_text(json.dumps(report.to_dict(), indent=2, default=str))
+
+
+def _rows_summary(rows: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not rows:
+        return None  # published before rows were counted, or from outside a run
+    keys = ("given", "kept", "shortened", "dropped", "max_length")
+    return {k: rows.get(k) for k in keys}
 
 
 def status(ws: Workspace) -> dict[str, Any]:
@@ -381,6 +422,7 @@ def status(ws: Workspace) -> dict[str, Any]:
             "train_turns": len(
                 ((v.manifest.get("data") or {}).get("turn_ids") or {}).get("train", [])
             ),
+            "training_rows": _rows_summary(v.manifest.get("training_rows")),
             "loaded": v.served_name in loaded,
         }
         for v in list_adapters(ws.db)

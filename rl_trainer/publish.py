@@ -195,8 +195,33 @@ def _flip(db: Database, target: AdapterVersion | None, previous_status: AdapterS
         raise PublishError(f"version {target.served_name} vanished from the store")
 
 
-def promote(db: Database, client: ModelClient, row: AdapterVersion) -> AdapterVersion:
-    """Load ``row`` into the server, check it answers, then make it the active adapter."""
+def rejection(row: AdapterVersion) -> str | None:
+    """Why the gate (or the run) rejected ``row``; None when nothing did.
+
+    A version rolled back after passing the gate is not "rejected" here: it may serve again.
+    """
+    gate = row.manifest.get("gate") or {}
+    if gate and not gate.get("passed"):
+        reasons = "; ".join(gate.get("reasons") or []) or "no reason recorded"
+        return f"the gate rejected it: {reasons}"
+    reason = row.manifest.get("rejected_because")
+    return f"rejected: {reason}" if reason else None
+
+
+def promote(
+    db: Database, client: ModelClient, row: AdapterVersion, *, force: bool = False
+) -> AdapterVersion:
+    """Load ``row`` into the server, check it answers, then make it the active adapter.
+
+    A version the gate rejected is refused unless ``force``; a forced promotion is
+    recorded in the manifest (``forced_promotion``).
+    """
+    refused = rejection(row)
+    if refused is not None and not force:
+        raise PublishError(
+            f"{row.served_name} was not promoted: {refused}. Promote it anyway with --force "
+            "(rl-trainer promote --force), or train a better candidate"
+        )
     try:
         loaded = ensure_loaded(client, row)
     except ModelServerError as exc:
@@ -208,6 +233,10 @@ def promote(db: Database, client: ModelClient, row: AdapterVersion) -> AdapterVe
     check_answers(client, row.served_name)
     _flip(db, row, AdapterStatus.retired)
     row.status = AdapterStatus.active
+    if refused is not None:
+        forced = {"at": datetime.now(UTC).isoformat(), "overrode": refused}
+        update_manifest(db, row, forced_promotion=forced)
+        logger.warning("promoted %s although %s (--force)", row.served_name, refused)
     logger.info("promoted %s: new turns use it", row.served_name)
     return row
 

@@ -19,12 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from rl_trainer.config import Recipe
-from rl_trainer.data import Snapshot
+from rl_trainer.data import DataError, Snapshot
+from rl_trainer.fit import FitReport, fit_rows, nothing_left
 from rl_trainer.rewards import build_rewards
 
 logger = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.jsonl"
+FIT_FILE = "fit.json"  # what fitting to max_length kept and dropped (beside adapter/)
 DPO_COLUMNS = ("prompt", "chosen", "rejected")
 GRPO_COLUMNS = ("prompt", "num_sources", "answerable", "answer")
 
@@ -38,6 +40,7 @@ class TrainResult:
     metrics: dict[str, Any] = field(default_factory=dict)
     step_times: list[float] = field(default_factory=list)
     model: Any = None  # the trained peft model, still in memory
+    fit: FitReport | None = None  # the rows trained on, counted
 
 
 def resolve_device(recipe: Recipe) -> str:
@@ -102,16 +105,24 @@ def common_args(recipe: Recipe, run_dir: Path, device: str) -> dict[str, Any]:
     }
 
 
-def load_policy(base_model: str, device: str, init_adapter: Path | None) -> tuple[Any, Any]:
-    """The base model (with the starting adapter, trainable, when given) and its tokenizer."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def load_tokenizer(base_model: str) -> Any:
+    """The policy's tokenizer, with a pad token."""
+    from transformers import AutoTokenizer
 
-    dtype = torch.bfloat16 if device == "cuda" else torch.float32
-    model: Any = AutoModelForCausalLM.from_pretrained(base_model, dtype=dtype)
     tokenizer = AutoTokenizer.from_pretrained(base_model)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_policy(base_model: str, device: str, init_adapter: Path | None) -> tuple[Any, Any]:
+    """The base model (with the starting adapter, trainable, when given) and its tokenizer."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    model: Any = AutoModelForCausalLM.from_pretrained(base_model, dtype=dtype)
+    tokenizer = load_tokenizer(base_model)
     if init_adapter is not None:
         from peft import PeftModel
 
@@ -205,6 +216,30 @@ def make_trainer(
     )
 
 
+def fit_snapshot(
+    recipe: Recipe, rows: list[dict[str, Any]], base_model: str, run_dir: Path
+) -> tuple[list[dict[str, Any]], FitReport]:
+    """The training rows that fit ``recipe.max_length``, counted into ``run_dir/fit.json``.
+
+    Raises:
+        DataError: when no row fits, with the max_length that would make one fit.
+    """
+    unit = "pairs" if recipe.algo == "dpo" else "prompts"
+    completion = recipe.max_completion_length if recipe.algo == "grpo" else 0
+    fitted, report = fit_rows(
+        rows,
+        load_tokenizer(base_model),
+        algo=recipe.algo,
+        max_length=recipe.max_length,
+        completion_tokens=completion,
+    )
+    (run_dir / FIT_FILE).write_text(json.dumps(report.to_dict(), indent=2))
+    logger.info("%s", report.text(unit))
+    if not fitted:
+        raise DataError(nothing_left(report, unit, base_model))
+    return fitted, report
+
+
 def train(
     recipe: Recipe,
     snapshot: Snapshot,
@@ -217,8 +252,12 @@ def train(
 ) -> TrainResult:
     """Train on ``snapshot`` and save the adapter to ``run_dir/adapter``.
 
+    Rows are first fitted to ``recipe.max_length`` (:mod:`rl_trainer.fit`), so TRL never
+    drops one silently; what was kept and dropped is in ``result.fit`` and ``fit.json``.
+
     Raises:
-        ValueError: when the snapshot has no training rows or is for another algorithm.
+        ValueError: when the snapshot has no training rows, none fits ``max_length``
+            (:class:`DataError`), or it is for another algorithm.
     """
     if snapshot.algo != recipe.algo:
         raise ValueError(
@@ -231,11 +270,12 @@ def train(
             "corrections or judgments first"
         )
     run_dir.mkdir(parents=True, exist_ok=True)
+    rows, fit = fit_snapshot(recipe, snapshot.train, base_model, run_dir)
     step_times: list[float] = []
     callbacks, writer = _callbacks(run_dir, step_times)
     trainer = make_trainer(
         recipe,
-        snapshot.train,
+        rows,
         base_model,
         run_dir,
         init_adapter=init_adapter,
@@ -246,7 +286,7 @@ def train(
     logger.info(
         "training %s on %d rows for %d steps (%s)",
         recipe.algo,
-        len(snapshot.train),
+        len(rows),
         recipe.max_steps,
         resolve_device(recipe),
     )
@@ -259,4 +299,4 @@ def train(
     steps = [h for h in trainer.state.log_history if "loss" in h]
     metrics = {**(steps[-1] if steps else {}), **output.metrics}  # last step's, then totals
     metrics["mean_step_s"] = sum(step_times) / len(step_times) if step_times else None
-    return TrainResult(adapter_dir, base_model, metrics, step_times, trainer.model)
+    return TrainResult(adapter_dir, base_model, metrics, step_times, trainer.model, fit)

@@ -108,6 +108,8 @@ def test_the_loop_changes_what_users_get_and_rollback_undoes_it(stack: Stack, us
 
         done = stack.cli("run", "--recipe", "tiny-dpo")
         assert "promoted: yes; serving now: flywheel-v1" in done.stdout, done.stdout
+        # Every pair is counted: trained on, or dropped with its reason.
+        assert "rows: trained on " in done.stdout and "(max_length 1024" in done.stdout
 
         after = [ask(client, stack, user, q) for q in HELD_OUT]
         assert score(before) <= 0.2, [a["answer"] for a in before]
@@ -123,6 +125,11 @@ def test_the_loop_changes_what_users_get_and_rollback_undoes_it(stack: Stack, us
             row = session.scalar(select(AdapterVersion).where(AdapterVersion.version == 1))
             assert row is not None
             manifest = row.manifest
+        rows = manifest["training_rows"]
+        assert rows["kept"] == rows["given"] == manifest["data"]["counts"]["train"]
+        assert status["versions"][0]["training_rows"]["kept"] == rows["kept"]
+        assert f"trained={rows['kept']}/{rows['given']}" in stack.cli("status").stdout
+        assert "judge (separate from the policy): replies parsed 1.00" in done.stdout
         trained = set(manifest["data"]["turn_ids"]["train"])
         assert len(trained) >= 8 and not trained & {a["turn_id"] for a in before + after}
         assert manifest["gate"]["passed"] and manifest["gate"]["win_rate"] >= 0.55
@@ -155,6 +162,12 @@ def test_a_candidate_that_loses_the_gate_is_not_promoted(stack: Stack, user: str
     assert status["active"] is None
     v2 = next(v for v in status["versions"] if v["served_name"] == "flywheel-v2")
     assert v2["status"] == "rejected" and not v2["loaded"]
+    # What the gate rejected serves only when forced.
+    refused = stack.cli("promote", "2", check=False)
+    assert refused.returncode == 1 and "--force" in refused.stderr, refused.stderr
+    assert json.loads(stack.cli("status", "--json").stdout)["active"] is None
+    assert "serving flywheel-v2" in stack.cli("promote", "2", "--force").stdout
+    assert "serving the base model" in stack.cli("rollback").stdout
     with httpx.Client(timeout=120) as client:
         assert adapters_of(stack, [ask(client, stack, user, HELD_OUT[0])]) == {None}
 

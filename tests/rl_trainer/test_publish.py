@@ -103,3 +103,26 @@ def test_a_version_the_server_cannot_load_is_not_promoted(
         assert pub.rollback(db, client, "pubtest") is None
         assert active_adapter(db) is None
         client.unload_adapter("pubtest-v1")
+
+
+@pytest.mark.slow
+def test_a_version_the_gate_rejected_is_promoted_only_with_force(
+    db: Database, fresh_adapter: Path, model_server: Any
+) -> None:
+    root = model_server.adapters / "force-test"
+    with ModelClient(model_server.url, api_key=model_server.key) as client:
+        row = pub.publish(db, fresh_adapter, {}, name="forced", adapters_root=root, base_model="x")
+        pub.update_manifest(db, row, gate={"passed": False, "reasons": ["win rate 0.40 below"]})
+        with pytest.raises(
+            pub.PublishError, match=r"the gate rejected it: win rate 0\.40.*--force"
+        ):
+            pub.promote(db, client, row)
+        assert active_adapter(db) is None
+        assert "forced-v1" not in {m.id for m in client.list_models()}  # not even loaded
+
+        pub.promote(db, client, row, force=True)
+        active = active_adapter(db)
+        assert active is not None and active.served_name == "forced-v1"
+        assert active.manifest["forced_promotion"]["overrode"].startswith("the gate rejected")
+        pub.rollback(db, client, "forced")
+        client.unload_adapter("forced-v1")
