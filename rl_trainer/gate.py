@@ -23,7 +23,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from app.eval.scoring import recall_f1
+from app.store.answer_checks import recall_f1
 from app.store.records import says_not_in_documents
 from backend.client import ModelClient
 from rl_trainer.judge import Judge, parse_rate

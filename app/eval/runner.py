@@ -15,8 +15,9 @@ from collections.abc import Callable
 from typing import Any
 
 from app.eval.dataset import EvalItem, EvalSet
-from app.eval.scoring import Outcome, citations_valid, ends_in_repetition, recall_f1
+from app.eval.scoring import Outcome
 from app.services import Services
+from app.store.answer_checks import citations_valid, ends_in_repetition, recall_f1
 from app.store.records import says_not_in_documents
 from app.store.threads import get_turn
 from app.turns import TurnFailed, collect, start_turn

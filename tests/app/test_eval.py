@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from app.eval.dataset import DatasetError, load_dataset
-from app.eval.scoring import citations_valid, ends_in_repetition, recall_f1
+from app.store.answer_checks import citations_valid, ends_in_repetition, recall_f1
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
