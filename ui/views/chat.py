@@ -116,7 +116,11 @@ def show_sources(turn_id: str, sources: list[dict[str, Any]]) -> None:
                 where.append(f"page {source['page']}")
             if source.get("heading") and source["heading"] != where[0]:
                 where.append(source["heading"])
-            mark = " · **cited**" if source.get("cited") else ""
+            mark = ""
+            if source.get("cited"):
+                # An attached citation was matched to the answer after the fact: say so.
+                attached = source.get("origin") == "attached"
+                mark = " · **cited** (matched to the answer)" if attached else " · **cited**"
             st.markdown(f"**[{source['number']}]** {' · '.join(where)}{mark}")
             st.markdown(quote(source.get("text") or ""))
 
