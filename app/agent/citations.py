@@ -31,8 +31,10 @@ def drop_dangling(answer: str, count: int) -> str:
 
 
 # A sentence cites the passage holding at least this share of its content words; below
-# it the sentence is the model's own (or a guess) and gets no citation.
-SUPPORT = 0.5
+# it the sentence is the model's own (or a guess) and gets no citation. As RAGFlow's
+# insert_citations does, the bar is lowered step by step (down to 0.3) only while no
+# sentence of the answer reaches it, so a loosely worded answer still names its source.
+SUPPORT_LEVELS = (0.5, 0.4, 0.3)
 _SENTENCE_END = re.compile(r"(?<=[.!?。！？])\s+|\n+")
 _TRAILING = re.compile(r"[\s.!?。！？:;,]*$")
 
@@ -43,22 +45,25 @@ def attach_citations(answer: str, chunks: list[ChunkData]) -> tuple[str, list[So
     For answers whose model wrote no valid marker (small models rarely do). A sentence is
     matched on content-word overlap, as RAGFlow's ``insert_citations`` matches on token
     and embedding similarity; sentences no passage supports stay uncited, so an attached
-    citation always points at text that says what the sentence says.
+    citation always points at text that shares most of what the sentence says.
     """
     sentences = [s for s in _SENTENCE_END.split(answer) if s.strip()]
+    best = [_best_support(sentence, chunks) for sentence in sentences]
+    level = next((bar for bar in SUPPORT_LEVELS if any(share >= bar for _, share in best)), None)
+    if level is None:
+        return answer, []
     cited: dict[int, None] = {}
     pieces, rest = [], answer
-    for sentence in sentences:
+    for sentence, (number, share) in zip(sentences, best, strict=True):
         at = rest.find(sentence)
         if at < 0:
             continue
-        best = _best_support(sentence, chunks)
         end = at + len(sentence)
-        if best is not None:
+        if number is not None and share >= level:
             body = _TRAILING.sub("", sentence)
             tail = sentence[len(body) :]
-            pieces.append(rest[:at] + f"{body} [{best}]{tail}")
-            cited.setdefault(best, None)
+            pieces.append(rest[:at] + f"{body} [{number}]{tail}")
+            cited.setdefault(number, None)
         else:
             pieces.append(rest[:end])
         rest = rest[end:]
@@ -67,13 +72,14 @@ def attach_citations(answer: str, chunks: list[ChunkData]) -> tuple[str, list[So
     return text, sources
 
 
-def _best_support(sentence: str, chunks: list[ChunkData]) -> int | None:
+def _best_support(sentence: str, chunks: list[ChunkData]) -> tuple[int | None, float]:
+    """The passage holding most of the sentence's content words, and that share."""
     words = content_words(sentence)
     if len(words) < 2:  # "Yes." or "Sure!" says nothing a passage could support
-        return None
+        return None, 0.0
     best, number = 0.0, None
     for n, chunk in enumerate(chunks, start=1):
         share = coverage(words, str(chunk.get("text", "")))
         if share > best:
             best, number = share, n
-    return number if best >= SUPPORT else None
+    return number, best

@@ -131,7 +131,7 @@ def test_an_answer_without_markers_gets_citations_attached(scripted: tuple[Api, 
         events = chat_stream(client, api.url, key, "When does ice melt?")
     done = events[-1][1]
     # The supported sentence cites the passage; the pleasantry cites nothing.
-    assert done["answer"] == "Ice melts at 0 degrees Celsius [1]. I hope that helps!"
+    assert done["answer"].strip() == "Ice melts at 0 degrees Celsius [1]. I hope that helps!"
     cited = [s for s in events[-2][1]["sources"] if s["cited"]]
     assert [(s["number"], s["origin"]) for s in cited] == [(1, "attached")]
     stored = json.loads(turn_row(api, done["turn_id"])["sources"])

@@ -168,6 +168,13 @@ def test_attached_citations_point_at_the_passage_that_says_it() -> None:
         "Paris is the capital of France.",
         [],
     )
+    # A loosely worded answer still names its source, at a lower bar, as RAGFlow does...
+    assert attach_citations("Water heats quickly.", chunks)[0] == "Water heats quickly [1]."
+    # ...but only while no sentence reaches the higher one.
+    loose_and_close = "Water heats quickly. Ice melts at 0 degrees."
+    assert attach_citations(loose_and_close, chunks)[0] == (
+        "Water heats quickly. Ice melts at 0 degrees [2]."
+    )
 
 
 def test_evidence_weighs_dense_similarity_and_the_questions_words() -> None:

@@ -46,7 +46,7 @@ def test_a_users_own_set_is_asked_through_the_agent_and_reported(
     env = {
         **os.environ,
         "MODEL_SERVER_URL": model_server.url.removesuffix("/v1"),
-        "VLLM_API_KEY": model_server.api_key,
+        "VLLM_API_KEY": model_server.key,
         "AGENT_MAX_TOKENS": "24",
         "HF_HUB_OFFLINE": "1",
     }
