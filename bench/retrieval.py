@@ -30,15 +30,16 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from retriever.encoders import bm25_document, default_model_path  # noqa: E402
+from retriever.encoders import default_model_path  # noqa: E402
 from retriever.eval import (  # noqa: E402
     CHUNK_DEPTH,
     evaluate,
     fold_ids,
-    load_beir,
+    load_dataset,
     open_index,
     run_queries,
 )
+from retriever.keyword import bm25_document  # noqa: E402
 from retriever.settings import get_settings  # noqa: E402
 
 
@@ -148,7 +149,7 @@ def main() -> int:
         args.limit_queries = args.limit_queries or 100
         args.index_sample = 100
     settings = get_settings()
-    data = load_beir(args.beir, args.split)
+    data, _ = load_dataset(args.beir, args.split)
     retriever, meta = open_index(data, settings, args.beir / "corpus.jsonl")
     ids = fold_ids(list(data.queries), "all")
     if args.limit_queries:

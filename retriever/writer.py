@@ -17,15 +17,16 @@ from typing import Any
 from qdrant_client import QdrantClient, models
 
 from retriever.chunking import Chunk, Chunker
-from retriever.encoders import DenseEncoder, Encoded, Sparse, bm25_document
+from retriever.encoders import DenseEncoder, Encoded
 from retriever.errors import UnparseableFile
+from retriever.keyword import Sparse, bm25_document
 from retriever.local_mirror import LocalMirror, StoredPoint
 from retriever.parsing import ParsedDocument
 from retriever.qdrant import BM25, DENSE, LEXICAL, documents_collection, match_fields, point_id
 from retriever.results import IngestResult, Status, default_document_id
 
 # Bumped when chunk text or vectors change meaning, so old documents are re-indexed.
-INDEX_VERSION = 1
+INDEX_VERSION = 2  # 2: Chinese, Japanese and Korean text segmented (keyword.analyze)
 _UPSERT_BATCH = 256
 _GROUP = 64  # documents switched per registry write
 
