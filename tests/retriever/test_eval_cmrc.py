@@ -67,14 +67,9 @@ def test_the_peer_uses_character_unigrams_and_bigrams(cmrc_file: Path) -> None:
 
 def test_eval_cli_on_chinese_with_the_peer(
     cmrc_file: Path,
-    make_settings: Any,
-    monkeypatch: pytest.MonkeyPatch,
+    eval_settings: Any,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from retriever import eval as eval_module
-
-    settings = make_settings()
-    monkeypatch.setattr(eval_module, "get_settings", lambda: settings)
     assert main(["--cmrc", str(cmrc_file), "--peer", "--json", "--quiet"]) == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert report["queries"] == 3
