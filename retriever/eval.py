@@ -1,6 +1,7 @@
-"""Retrieval evaluation on a BEIR folder: ``python -m retriever.eval --beir DIR --split S``.
+"""Retrieval evaluation: ``python -m retriever.eval --beir DIR --split S`` or ``--cmrc FILE``.
 
-Reads ``corpus.jsonl``, ``queries.jsonl`` and ``qrels/<split>.tsv``; builds the index once
+Reads a BEIR folder (``corpus.jsonl``, ``queries.jsonl``, ``qrels/<split>.tsv``) or a
+CMRC2018 SQuAD-style file (passages are the corpus; see ``eval_data``); builds the index once
 per corpus and settings (cached under ``<DATA_DIR>/eval/``, reused on later runs), runs
 every query of the split through :meth:`Retriever.search`, and reports nDCG@10,
 recall@100 and MRR@10 (computed by ranx), query latency p50/p95 (query encoding
@@ -9,9 +10,11 @@ was built). ``--json`` makes the last line one JSON object.
 
 Chunks are scored by the retriever; a document's rank is that of its best chunk.
 
-``--tune`` grid-searches the fusion (RRF or convex, dense weight) on a fixed half of the
-split's queries (the tuning fold) and reports the other half beside it, so a weight can
-be chosen without looking at evaluation queries.
+``--peer`` also runs the plain ``bm25s`` character-bigram peer (``eval_peer``) on the same
+queries. ``--tune`` grid-searches the fusion (RRF or convex, dense weight) on a fixed half
+of the split's queries (the tuning fold) and reports the other half beside it, so a weight
+can be chosen without looking at evaluation queries; a dataset of Chinese queries tunes
+``HYBRID_DENSE_WEIGHT_CJK``, any other ``HYBRID_DENSE_WEIGHT``.
 """
 
 from __future__ import annotations
@@ -20,69 +23,25 @@ import argparse
 import hashlib
 import json
 import logging
-import random
 import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, cast
 
 import numpy as np
 
+from retriever.eval_data import BeirData, Fold, fold_ids, load_dataset
 from retriever.settings import RetrieverSettings, get_settings
+
+__all__ = ["BeirData", "fold_ids", "load_dataset"]
 
 logger = logging.getLogger(__name__)
 
 METRICS = ("ndcg@10", "recall@100", "mrr@10")
-Fold = Literal["all", "tune", "check"]
 DOC_DEPTH = 100  # documents per query in the run (recall@100)
 CHUNK_DEPTH = 200  # chunks asked for, so that 100 distinct documents remain
-
-
-@dataclass(slots=True)
-class BeirData:
-    """A BEIR folder loaded in memory."""
-
-    name: str
-    corpus: list[dict[str, Any]]
-    queries: dict[str, str]
-    qrels: dict[str, dict[str, int]]
-
-
-def load_beir(folder: Path, split: str) -> BeirData:
-    """Load corpus, the split's queries and its relevance judgements."""
-    qrels_path = folder / "qrels" / f"{split}.tsv"
-    for path in (folder / "corpus.jsonl", folder / "queries.jsonl", qrels_path):
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} is missing; is {folder} a BEIR folder?")
-    corpus = [json.loads(line) for line in (folder / "corpus.jsonl").open() if line.strip()]
-    qrels: dict[str, dict[str, int]] = {}
-    for n, line in enumerate(qrels_path.open()):
-        parts = line.rstrip("\n").split("\t")
-        if n == 0 and not parts[-1].strip().lstrip("-").isdigit():
-            continue  # header
-        qid, did, score = parts[0], parts[1], int(parts[2])
-        qrels.setdefault(qid, {})[did] = score
-    queries = {}
-    for line in (folder / "queries.jsonl").open():
-        if line.strip():
-            row = json.loads(line)
-            if str(row["_id"]) in qrels:
-                queries[str(row["_id"])] = row["text"]
-    return BeirData(folder.resolve().name, corpus, queries, qrels)
-
-
-def fold_ids(query_ids: Sequence[str], fold: Fold) -> list[str]:
-    """The query ids of a fold: a fixed shuffle of the sorted ids, cut in two halves."""
-    ids = sorted(query_ids)
-    if fold == "all":
-        return ids
-    shuffled = ids[:]
-    random.Random(13).shuffle(shuffled)
-    half = len(shuffled) // 2
-    chosen = set(shuffled[:half] if fold == "tune" else shuffled[half:])
-    return [i for i in ids if i in chosen]
 
 
 def index_dir(settings: RetrieverSettings, corpus_file: Path) -> Path:
@@ -108,13 +67,28 @@ def index_dir(settings: RetrieverSettings, corpus_file: Path) -> Path:
     return settings.data_dir / "eval" / f"{corpus_file.parent.resolve().name}-{digest}"
 
 
+def corpus_documents(data: BeirData) -> list[tuple[Any, str]]:
+    """The corpus as parsed documents with their ids (plain text, title kept)."""
+    from retriever.parsing import ParsedDocument, Section
+
+    return [
+        (
+            ParsedDocument(
+                str(d.get("title") or ""), str(d["_id"]), [Section(d["text"], None, False)]
+            ),
+            str(d["_id"]),
+        )
+        for d in data.corpus
+        if str(d.get("text") or "").strip()
+    ]
+
+
 def open_index(
     data: BeirData, settings: RetrieverSettings, corpus_file: Path, progress: bool = True
 ) -> tuple[Any, dict[str, Any]]:
     """The retriever over the cached index of ``data``, building it first if needed."""
     from qdrant_client import QdrantClient
 
-    from retriever.parsing import ParsedDocument, Section
     from retriever.service import Retriever
 
     folder = index_dir(settings, corpus_file)
@@ -126,33 +100,15 @@ def open_index(
         meta = json.loads(meta_file.read_text())
         meta["cached"] = True
         return retriever, meta
-    docs = [
-        (
-            ParsedDocument(
-                str(d.get("title") or ""), str(d["_id"]), [Section(d["text"], None, False)]
-            ),
-            str(d["_id"]),
-        )
-        for d in data.corpus
-        if str(d.get("text") or "").strip()
-    ]
+    docs = corpus_documents(data)
     start = time.perf_counter()
-    chunks = 0
-    from tqdm import tqdm
-
-    with tqdm(
-        total=len(docs), desc=f"indexing {data.name}", unit="doc", disable=not progress
-    ) as bar:
-        for i in range(0, len(docs), 512):
-            results = retriever.ingest_documents(
-                docs[i : i + 512], owner="beir", collection=data.name
-            )
-            chunks += sum(r.chunks for r in results)
-            bar.update(len(results))
+    results = retriever.ingest_documents(
+        docs, owner="beir", collection=data.name, progress=progress
+    )
     seconds = time.perf_counter() - start
     meta = {
         "docs": len(docs),
-        "chunks": chunks,
+        "chunks": sum(r.chunks for r in results),
         "seconds": round(seconds, 2),
         "index_docs_per_s": round(len(docs) / seconds, 2),
         "encoder": retriever.encoder.name,
@@ -207,23 +163,18 @@ def run_queries(
     return run, latencies
 
 
-def _tune(retriever: Any, data: BeirData, progress: bool) -> list[dict[str, Any]]:
+def tune(retriever: Any, data: BeirData, progress: bool) -> list[dict[str, Any]]:
     """Grid over fusion method and dense weight, scored on the tune and check folds."""
-    from retriever.encoders import bm25_query
+    from tqdm import tqdm
+
     from retriever.fusion import fuse
     from retriever.qdrant import BM25, DENSE
 
     lists: dict[str, dict[str, list[tuple[str, float]]]] = {}
     docs_of: dict[str, str] = {}
-    from tqdm import tqdm
-
     for qid in tqdm(sorted(data.queries), desc="candidate lists", disable=not progress):
-        text = data.queries[qid]
-        hits = retriever._search_lists(
-            {DENSE: retriever.encoder.encode([text]).dense[0], BM25: bm25_query(text)},
-            None,
-            None,
-            retriever.settings.candidates,
+        hits = retriever.searcher.lists(
+            data.queries[qid], ("dense", "bm25"), None, None, retriever.settings.candidates
         )
         lists[qid] = {n: [(h.id, h.score) for h in hits[n]] for n in hits}
         for name_hits in hits.values():
@@ -232,7 +183,10 @@ def _tune(retriever: Any, data: BeirData, progress: bool) -> list[dict[str, Any]
     folds = {f: fold_ids(list(data.queries), f) for f in ("tune", "check")}
     rows = []
     grid: list[tuple[str, float]] = [("rrf", w) for w in (0.3, 0.4, 0.5, 0.6, 0.7)]
-    grid += [("convex", w) for w in (0.2, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.7, 0.8)]
+    grid += [
+        ("convex", w)
+        for w in (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.7)
+    ]
     for method, weight in grid:
         row: dict[str, Any] = {"fusion": method, "dense_weight": weight}
         for fold, ids in folds.items():
@@ -254,16 +208,51 @@ class _Doc:
     document_id: str
 
 
+def peer_run(
+    data: BeirData, ids: Sequence[str], progress: bool = True
+) -> tuple[dict[str, dict[str, float]], list[float]]:
+    """The bm25s character-bigram peer's document run and latencies (ms) on ``ids``."""
+    from retriever.eval_peer import BigramBM25
+
+    docs = [d for d in data.corpus if str(d.get("text") or "").strip()]
+    peer = BigramBM25(
+        [str(d["_id"]) for d in docs], [f"{d.get('title') or ''}\n{d['text']}" for d in docs]
+    )
+
+    def search(text: str) -> Sequence[Any]:
+        return [_Doc(doc) for doc, _ in peer.search(text, DOC_DEPTH)]
+
+    return run_queries(search, data.queries, ids, progress, desc="bm25s bigram peer")
+
+
 def _say(line: str) -> None:
     """CLI output (the report is the product of this command, not a log line)."""
     sys.stdout.write(line + "\n")
     sys.stdout.flush()
 
 
-def main(argv: list[str] | None = None) -> int:
-    """CLI entry point."""
+def _print_tuning(rows: list[dict[str, Any]], data: BeirData, as_json: bool) -> None:
+    from retriever.keyword import script_of
+
+    cjk = sum(script_of(q) == "cjk" for q in data.queries.values()) > len(data.queries) / 2
+    setting = "HYBRID_DENSE_WEIGHT_CJK" if cjk else "HYBRID_DENSE_WEIGHT"
+    _say(f"{'fusion':8} {'dense_w':>8} {'tune nDCG@10':>13} {'check nDCG@10':>14}")
+    for row in rows:
+        _say(
+            f"{row['fusion']:8} {row['dense_weight']:8.2f} "
+            f"{row['tune ndcg@10']:13.4f} {row['check ndcg@10']:14.4f}"
+        )
+    best = max(rows, key=lambda r: r["tune ndcg@10"])
+    _say(f"best on the tune fold: FUSION={best['fusion']} {setting}={best['dense_weight']}")
+    if as_json:
+        _say(json.dumps({"tuning": rows, "best": best, "setting": setting}))
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m retriever.eval", description=__doc__)
-    parser.add_argument("--beir", type=Path, required=True, help="BEIR folder")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--beir", type=Path, help="BEIR folder")
+    source.add_argument("--cmrc", type=Path, help="CMRC2018 (SQuAD-style) JSON file")
     parser.add_argument("--split", default="test", help="qrels split (qrels/<split>.tsv)")
     parser.add_argument(
         "--mode", choices=["bm25", "dense", "hybrid", "hybrid+rerank"], default="hybrid"
@@ -271,36 +260,40 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fold", choices=["all", "tune", "check"], default="all")
     parser.add_argument("--max-queries", type=int, default=0, help="only the first N queries")
     parser.add_argument("--tune", action="store_true", help="grid-search the fusion instead")
+    parser.add_argument("--peer", action="store_true", help="also run the bm25s bigram peer")
     parser.add_argument("--json", action="store_true", help="last line: one JSON object")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _report(
+    data: BeirData, meta: dict[str, Any], scores: dict[str, float], latencies: list[float]
+) -> dict[str, Any]:
+    return {
+        **{m: round(v, 4) for m, v in scores.items()},
+        "p50_ms": round(float(np.percentile(latencies, 50)), 2),
+        "p95_ms": round(float(np.percentile(latencies, 95)), 2),
+        "index_docs_per_s": meta["index_docs_per_s"],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point."""
+    args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     settings = get_settings()
-    data = load_beir(args.beir, args.split)
+    data, corpus_file = load_dataset(args.cmrc or args.beir, args.split)
     progress = not args.quiet
-    retriever, meta = open_index(data, settings, args.beir / "corpus.jsonl", progress)
+    retriever, meta = open_index(data, settings, corpus_file, progress)
     try:
         if args.tune:
-            rows = _tune(retriever, data, progress)
-            _say(f"{'fusion':8} {'dense_w':>8} {'tune nDCG@10':>13} {'check nDCG@10':>14}")
-            for row in rows:
-                _say(
-                    f"{row['fusion']:8} {row['dense_weight']:8.2f} "
-                    f"{row['tune ndcg@10']:13.4f} {row['check ndcg@10']:14.4f}"
-                )
-            best = max(rows, key=lambda r: r["tune ndcg@10"])
-            _say(
-                f"best on the tune fold: FUSION={best['fusion']} "
-                f"HYBRID_DENSE_WEIGHT={best['dense_weight']}"
-            )
-            if args.json:
-                _say(json.dumps({"tuning": rows, "best": best}))
+            _print_tuning(tune(retriever, data, progress), data, args.json)
             return 0
         ids = fold_ids(list(data.queries), cast(Fold, args.fold))
         if args.max_queries:
             ids = ids[: args.max_queries]
         if not ids:
-            logger.error("no queries of split %r in %s", args.split, args.beir)
+            logger.error("no queries of split %r in %s", args.split, args.cmrc or args.beir)
             return 1
         mode = args.mode
 
@@ -312,14 +305,7 @@ def main(argv: list[str] | None = None) -> int:
         run, latencies = run_queries(search, data.queries, ids, progress, desc=mode)
         cpu_ms = (time.process_time() - cpu_start) * 1000 / len(ids)
         scores = evaluate(data.qrels, run)
-        report = {
-            **{m: round(v, 4) for m, v in scores.items()},
-            "p50_ms": round(float(np.percentile(latencies, 50)), 2),
-            "p95_ms": round(float(np.percentile(latencies, 95)), 2),
-            "index_docs_per_s": meta["index_docs_per_s"],
-            "mode": mode,
-            "queries": len(ids),
-        }
+        report = {**_report(data, meta, scores, latencies), "mode": mode, "queries": len(ids)}
         cached = " (cached index; measured when it was built)" if meta.get("cached") else ""
         _say(f"{data.name} split={args.split} fold={args.fold} mode={mode} queries={len(ids)}")
         _say(f"  docs={meta['docs']} chunks={meta['chunks']} encoder={meta['encoder']}")
@@ -330,6 +316,14 @@ def main(argv: list[str] | None = None) -> int:
             f"(wall clock; {cpu_ms:.1f} ms of CPU per query)"
         )
         _say(f"  indexing    {meta['index_docs_per_s']:.1f} docs/s{cached}")
+        if args.peer:
+            peer, peer_latencies = peer_run(data, ids, progress)
+            peer_scores = evaluate(data.qrels, peer)
+            report["peer"] = _report(data, {"index_docs_per_s": 0}, peer_scores, peer_latencies)
+            _say(
+                f"  bm25s bigram peer: nDCG@10 {peer_scores['ndcg@10']:.4f}, recall@100 "
+                f"{peer_scores['recall@100']:.4f}, p95 {report['peer']['p95_ms']:.1f} ms"
+            )
         if args.json:
             _say(json.dumps(report))
         return 0

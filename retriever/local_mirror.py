@@ -26,7 +26,7 @@ import numpy as np
 from qdrant_client import QdrantClient, models
 from scipy import sparse as sp
 
-from retriever.encoders import Sparse
+from retriever.keyword import Sparse
 from retriever.qdrant import BM25, DENSE, LEXICAL, documents_collection
 
 

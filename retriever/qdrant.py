@@ -92,18 +92,42 @@ def point_id(*parts: str | int) -> str:
     return str(uuid.uuid5(_NAMESPACE, "\x1f".join(str(p) for p in parts)))
 
 
-def ensure_collections(client: QdrantClient, name: str, dim: int, lexical: bool) -> None:
-    """Create the chunk and document collections if missing; refuse a dimension mismatch."""
+class EmbedderMismatch(RuntimeError):
+    """The chunk collection was built by another embedding model than the configured one."""
+
+
+def ensure_collections(
+    client: QdrantClient, name: str, dim: int, lexical: bool, embedder: str
+) -> None:
+    """Create the chunk and document collections if missing; refuse another embedder's.
+
+    The chunk collection records the embedding model that built it (collection metadata
+    ``embedder``). Two models with the same dimension (all-MiniLM-L6-v2 and
+    multilingual-e5-small both make 384) would otherwise search each other's vectors and
+    return well-formed nonsense.
+    """
     if client.collection_exists(name):
         info = client.get_collection(name)
         vectors = info.config.params.vectors
         size = vectors[DENSE].size if isinstance(vectors, dict) and DENSE in vectors else None
+        recorded = (info.config.metadata or {}).get("embedder")
+        if recorded is not None and recorded != embedder:
+            raise EmbedderMismatch(
+                f"Qdrant collection {name!r} was built with the embedding model {recorded!r} "
+                f"but EMBEDDING_MODEL now gives {embedder!r}: its vectors cannot be searched "
+                f"with it. Set EMBEDDING_MODEL back to {recorded!r}, or set QDRANT_COLLECTION "
+                "to a new name and ingest the documents again"
+            )
         if size != dim:
-            raise RuntimeError(
+            raise EmbedderMismatch(
                 f"Qdrant collection {name!r} holds {size}-dim vectors but the embedding model "
                 f"makes {dim}-dim ones; set QDRANT_COLLECTION to a new name or delete {name!r} "
                 "and re-ingest"
             )
+        if recorded is None:
+            # Built before collections recorded their model: by the only model there was.
+            logger.warning("collection %s records no embedding model; taking %s", name, embedder)
+            client.update_collection(name, metadata={"embedder": embedder})
     else:
         sparse = {BM25: models.SparseVectorParams(modifier=models.Modifier.IDF)}
         if lexical:
@@ -112,6 +136,7 @@ def ensure_collections(client: QdrantClient, name: str, dim: int, lexical: bool)
             name,
             vectors_config={DENSE: models.VectorParams(size=dim, distance=models.Distance.COSINE)},
             sparse_vectors_config=sparse,
+            metadata={"embedder": embedder},
         )
         with warnings.catch_warnings():
             # Local mode ignores payload indexes (and says so); the server uses them.
@@ -119,7 +144,7 @@ def ensure_collections(client: QdrantClient, name: str, dim: int, lexical: bool)
             for field in _KEYWORD_FIELDS:
                 client.create_payload_index(name, field, models.PayloadSchemaType.KEYWORD)
             client.create_payload_index(name, "live", models.PayloadSchemaType.BOOL)
-        logger.info("created Qdrant collection %s (%d dims)", name, dim)
+        logger.info("created Qdrant collection %s (%s, %d dims)", name, embedder, dim)
     registry = documents_collection(name)
     if not client.collection_exists(registry):
         client.create_collection(registry, vectors_config={})

@@ -8,14 +8,16 @@ caller may not see can never be returned. In local mode the in-process mirror an
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Required, TypedDict
 
 import numpy as np
 from qdrant_client import QdrantClient, models
 
-from retriever.encoders import DenseEncoder, Sparse, bm25_query, get_reranker
-from retriever.fusion import fuse
+from retriever.encoders import DenseEncoder, get_reranker
+from retriever.fusion import CJK_WEIGHTS, UNTUNED_CJK_WEIGHT, dense_weight, fuse
+from retriever.keyword import Sparse, bm25_query
 from retriever.local_mirror import LocalMirror
 from retriever.qdrant import BM25, DENSE, LEXICAL, match_fields
 from retriever.results import MODES, Mode, SearchResult
@@ -80,24 +82,46 @@ class Searcher:
         if not query.strip() or k <= 0:
             return []
         depth = max(k, self.settings.candidates) if mode.startswith("hybrid") else k
-        encoded = self.encoder.encode([query]) if mode != "bm25" else None
-        requests: dict[str, np.ndarray | Sparse] = {}
-        if encoded is not None:
-            requests[DENSE] = encoded.dense[0]
-        if mode != "dense":
-            requests[BM25] = bm25_query(query)
-            if self._lexical and encoded is not None and encoded.lexical:
-                requests[LEXICAL] = encoded.lexical[0]
-        lists = self._search_lists(requests, owner, collection, depth)
         if mode in ("dense", "bm25"):
-            hits = lists[DENSE if mode == "dense" else BM25][:k]
+            hits = self.lists(query, (mode,), owner, collection, depth)[mode][:k]
             return [_result(h, {mode: h.score}) for h in hits]
+        lists = self.lists(query, (DENSE, BM25, LEXICAL), owner, collection, depth)
         return self._hybrid(query, lists, k, rerank=mode == "hybrid+rerank")
+
+    def lists(
+        self,
+        query: str,
+        signals: Sequence[str],
+        owner: str | None,
+        collection: str | None,
+        limit: int,
+    ) -> dict[str, list[_Hit]]:
+        """The ranked candidate lists of ``query`` for ``signals`` (dense, bm25, lexical).
+
+        The lexical list exists only with BGE-M3; fusion tuning reads these lists directly.
+        """
+        requests: dict[str, np.ndarray | Sparse] = {}
+        if DENSE in signals or LEXICAL in signals:
+            encoded = self.encoder.encode([query], query=True)
+            if DENSE in signals:
+                requests[DENSE] = encoded.dense[0]
+            if LEXICAL in signals and self._lexical and encoded.lexical:
+                requests[LEXICAL] = encoded.lexical[0]
+        if BM25 in signals:
+            requests[BM25] = bm25_query(query)
+        return self._search_lists(requests, owner, collection, limit)
+
+    def dense_weight(self, query: str) -> float:
+        """Convex fusion's dense weight for ``query``, by its language (see ``fusion``)."""
+        cjk = self.settings.dense_weight_cjk
+        if cjk is None:
+            cjk = CJK_WEIGHTS.get(self.settings.embedder_key, UNTUNED_CJK_WEIGHT)
+        return dense_weight(query, self.settings.dense_weight, cjk)
 
     def _hybrid(
         self, query: str, lists: dict[str, list[_Hit]], k: int, rerank: bool
     ) -> list[SearchResult]:
-        weight = self.settings.dense_weight
+        weight = self.dense_weight(query)
         keyword = [BM25, LEXICAL] if LEXICAL in lists else [BM25]
         names = [DENSE, *keyword]
         weights = [weight] + [(1 - weight) / len(keyword)] * len(keyword)

