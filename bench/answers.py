@@ -34,6 +34,7 @@ from app.eval.__main__ import evaluate, prepare, start_server  # noqa: E402
 from app.eval.dataset import EvalSet, load_dataset  # noqa: E402
 from app.eval.runner import COLLECTION, eval_user, score  # noqa: E402
 from app.eval.scoring import TARGETS, Outcome, figures  # noqa: E402
+from backend.errors import ModelServerError  # noqa: E402
 
 PEER_SYSTEM = "Answer the question using the context below.\n\nContext:\n{context}"
 
@@ -53,9 +54,13 @@ async def ask_plain(services: Any, dataset: EvalSet, max_tokens: int) -> list[Ou
             {"role": "system", "content": PEER_SYSTEM.format(context=context)},
             {"role": "user", "content": item.question},
         ]
-        answer = await services.llm.complete(
-            messages, model=services.base_model, max_tokens=max_tokens
-        )
+        error = None
+        try:
+            answer = await services.llm.complete(
+                messages, model=services.base_model, max_tokens=max_tokens
+            )
+        except ModelServerError as exc:  # counted, as the agent's failures are
+            answer, error = "", str(exc)
         retrieved = [{"document_id": h.document_id} for h in hits]
         outcomes.append(
             score(
@@ -65,13 +70,13 @@ async def ask_plain(services: Any, dataset: EvalSet, max_tokens: int) -> list[Ou
                 sources=[],
                 at_cap=False,
                 latency_s=time.perf_counter() - start,
-                error=None,
+                error=error,
             )
         )
     return outcomes
 
 
-async def run(dataset: EvalSet) -> tuple[dict[str, Any], dict[str, Any]]:
+async def run(dataset: EvalSet, save: Path | None) -> tuple[dict[str, Any], dict[str, Any]]:
     """Both systems' figures, the agent's first (it ingests the documents)."""
     from app.services import open_services
     from app.settings import AppSettings
@@ -79,7 +84,12 @@ async def run(dataset: EvalSet) -> tuple[dict[str, Any], dict[str, Any]]:
     settings = AppSettings()
     async with open_services(settings) as services:
         agent = await evaluate(services, dataset, "none")
+        if save is not None:  # a long run keeps what it has measured
+            save.write_text(json.dumps({"agent": agent}, indent=2))
         peer = await ask_plain(services, dataset, settings.max_tokens)
+    report = {"agent": agent, "peer": {"figures": figures(peer), "outcomes": peer}}
+    if save is not None:
+        save.write_text(json.dumps(report, indent=2, default=lambda o: o.row()))
     return agent["figures"], figures(peer)
 
 
@@ -102,7 +112,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dataset", type=Path, default=ROOT.parent / "shared/data/clapnq")
     parser.add_argument("--limit", type=int, default=10, help="N answerable + N unanswerable")
-    parser.add_argument("--json", type=Path, default=None, help="write both figure sets here")
+    parser.add_argument("--json", type=Path, default=None, help="write both reports here")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     os.environ.setdefault("LLM_MODEL", "smollm2")
@@ -112,14 +122,12 @@ def main() -> None:
     prepare(work)
     server = start_server(work)
     try:
-        agent, peer = asyncio.run(run(dataset))
+        agent, peer = asyncio.run(run(dataset, args.json))
     finally:
         server.terminate()
         server.wait(timeout=30)
     print(f"{dataset.name}: {len(dataset.items)} questions, model {os.environ['LLM_MODEL']}")
     print(table(agent, peer))
-    if args.json:
-        args.json.write_text(json.dumps({"agent": agent, "peer": peer}, indent=2))
 
 
 if __name__ == "__main__":

@@ -132,10 +132,12 @@ def test_prompt_numbers_sources_and_includes_memories_and_history() -> None:
     assert prompt[0] == {"role": "system", "content": prompts.ANSWER_SYSTEM}
     assert prompt[1] == {"role": "assistant", "content": "reply"}
     user = prompt[2]["content"]
-    assert user.startswith("<sources>\n[1] (Water, page 2, Boiling)\nboils at 100")
+    assert user.startswith(
+        DATA_NOTICE + "\n\n<sources>\n[1] (Water, page 2, Boiling)\nboils at 100"
+    )
     assert "[2] (Ice)\nmelts at 0\n</sources>" in user
     assert "<memories>\n- lives in Denver\n</memories>" in user
-    assert user.endswith(DATA_NOTICE + "\n\nQuestion: When does water boil?")
+    assert user.endswith("</memories>\n\nQuestion: When does water boil?")
 
 
 def test_a_document_cannot_close_the_data_block_or_pose_as_the_question() -> None:
