@@ -45,7 +45,7 @@ def test_a_users_own_set_is_asked_through_the_agent_and_reported(
     out = tmp_path / "report.json"
     env = {
         **os.environ,
-        "MODEL_SERVER_URL": model_server.url.removesuffix("/v1"),
+        "MODEL_SERVER_URL": model_server.url,
         "VLLM_API_KEY": model_server.key,
         "AGENT_MAX_TOKENS": "24",
         "HF_HUB_OFFLINE": "1",
@@ -58,7 +58,7 @@ def test_a_users_own_set_is_asked_through_the_agent_and_reported(
     report = json.loads(out.read_text())
     figures = report["figures"]
     assert (figures["questions"], figures["answerable"], figures["unanswerable"]) == (2, 1, 1)
-    assert figures["errors"] == 0
+    assert figures["errors"] == 0, [o["error"] for o in report["outcomes"]]
     assert figures["answerable_wrongly_declined"] == 0.0
     outcomes = {o["id"]: o for o in report["outcomes"]}
     assert outcomes["cup"]["declined"] and not outcomes["boil"]["declined"]
