@@ -28,3 +28,17 @@ def evidence(question: str, chunks: list[ChunkData]) -> float | None:
         if isinstance(scores := chunk.get("scores"), dict) and "dense" in scores
     ]
     return round(max(scored), 4) if scored else None
+
+
+def covers_question(question: str, chunks: list[ChunkData]) -> bool:
+    """Whether one passage holds every content word of the question.
+
+    A broad question ("Tell me about water.") is far from any one passage in embedding
+    space, yet a passage naming all its topics can answer it. On ClapNQ dev this keeps
+    1 of the 95 declined unanswerable questions from being declined and changes nothing
+    for answerable ones.
+    """
+    words = content_words(question)
+    return bool(words) and any(
+        coverage(words, str(chunk.get("text", ""))) >= 1.0 for chunk in chunks
+    )

@@ -18,7 +18,7 @@ from langgraph.runtime import Runtime
 from app.agent import prompts
 from app.agent.citations import attach_citations, cited_sources, drop_dangling
 from app.agent.context import Context
-from app.agent.evidence import evidence
+from app.agent.evidence import covers_question, evidence
 from app.agent.state import Message, State
 from app.agent.understanding import SMALL_TALK, is_personal_statement, parse_understanding
 from app.store.records import ChunkData, TurnRecord, says_not_in_documents
@@ -146,7 +146,12 @@ async def retrieve(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     return {
         "chunks": chunks,
         "evidence": weight,
-        "supported": bool(chunks) and (weight is None or weight >= ctx.min_evidence),
+        "supported": bool(chunks)
+        and (
+            weight is None
+            or weight >= ctx.min_evidence
+            or covers_question(state.standalone_query or state.question, chunks)
+        ),
         "timings": {**state.timings, "retrieve_ms": _ms(start)},
     }
 

@@ -8,7 +8,7 @@ import json
 from app.agent import prompts
 from app.agent.citations import attach_citations, cited_numbers, cited_sources, drop_dangling
 from app.agent.context import Context
-from app.agent.evidence import evidence
+from app.agent.evidence import covers_question, evidence
 from app.agent.nodes import build_prompt
 from app.agent.state import State, append_messages
 from app.agent.understanding import SMALL_TALK, is_personal_statement, parse_understanding
@@ -186,6 +186,9 @@ def test_evidence_weighs_dense_similarity_and_the_questions_words() -> None:
     assert evidence("When does water boil?", [weak]) == 0.3
     # A keyword-only search gives no dense score: nothing to decide on, so no decline.
     assert evidence("When does water boil?", [{"text": "x", "scores": {"bm25": 9.0}}]) is None
+    # A broad question is answered when one passage names all its topics.
+    assert covers_question("Tell me about boiling water.", [weak, strong])
+    assert not covers_question("Tell me about boiling oil.", [weak, strong])
 
 
 def test_personal_statements_are_told_apart_from_questions() -> None:
