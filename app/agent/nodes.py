@@ -149,6 +149,7 @@ async def retrieve(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
         "supported": bool(chunks)
         and (
             weight is None
+            or ctx.min_evidence <= 0  # the check is off
             or weight >= ctx.min_evidence
             or covers_question(state.standalone_query or state.question, chunks)
         ),
