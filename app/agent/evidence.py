@@ -19,15 +19,24 @@ from app.store.records import ChunkData
 COVERAGE_WEIGHT = 0.2
 
 
-def evidence(question: str, chunks: list[ChunkData]) -> float | None:
-    """The best passage's evidence; ``None`` when no passage has a dense score to judge."""
+def _shares(question: str, chunks: list[ChunkData]) -> tuple[list[float], bool]:
+    """Each passage's share of the question's content words, and whether there are any."""
     words = content_words(question)
+    return [coverage(words, str(chunk.get("text", ""))) for chunk in chunks], bool(words)
+
+
+def _best(chunks: list[ChunkData], shares: list[float]) -> float | None:
     scored = [
-        float(scores["dense"]) + COVERAGE_WEIGHT * coverage(words, str(chunk.get("text", "")))
-        for chunk in chunks
+        float(scores["dense"]) + COVERAGE_WEIGHT * share
+        for chunk, share in zip(chunks, shares, strict=True)
         if isinstance(scores := chunk.get("scores"), dict) and "dense" in scores
     ]
     return round(max(scored), 4) if scored else None
+
+
+def evidence(question: str, chunks: list[ChunkData]) -> float | None:
+    """The best passage's evidence; ``None`` when no passage has a dense score to judge."""
+    return _best(chunks, _shares(question, chunks)[0])
 
 
 def covers_question(question: str, chunks: list[ChunkData]) -> bool:
@@ -38,7 +47,19 @@ def covers_question(question: str, chunks: list[ChunkData]) -> bool:
     1 of the 95 declined unanswerable questions from being declined and changes nothing
     for answerable ones.
     """
-    words = content_words(question)
-    return bool(words) and any(
-        coverage(words, str(chunk.get("text", ""))) >= 1.0 for chunk in chunks
-    )
+    shares, has_words = _shares(question, chunks)
+    return has_words and any(share >= 1.0 for share in shares)
+
+
+def weigh(question: str, chunks: list[ChunkData], threshold: float) -> tuple[float | None, bool]:
+    """The turn's evidence and whether to answer, reading each passage once.
+
+    Answer when there is a passage and: nothing to judge by (no dense score), the check
+    is off (``threshold`` <= 0), the evidence reaches it, or one passage covers the question.
+    """
+    if not chunks:
+        return None, False
+    shares, has_words = _shares(question, chunks)
+    weight = _best(chunks, shares)
+    covered = has_words and any(share >= 1.0 for share in shares)
+    return weight, weight is None or threshold <= 0 or weight >= threshold or covered

@@ -18,7 +18,7 @@ from langgraph.runtime import Runtime
 from app.agent import prompts
 from app.agent.citations import attach_citations, cited_sources, drop_dangling
 from app.agent.context import Context
-from app.agent.evidence import covers_question, evidence
+from app.agent.evidence import weigh
 from app.agent.state import Message, State
 from app.agent.understanding import SMALL_TALK, is_personal_statement, parse_understanding
 from app.store.records import ChunkData, TurnRecord, says_not_in_documents
@@ -142,17 +142,11 @@ async def retrieve(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     ranked = sorted(best.values(), key=lambda c: c.get("score", 0.0), reverse=True)
     kept = [c for c in ranked if c.get("score", 0.0) >= ctx.min_relevance][: ctx.top_k]
     chunks = cast(list[ChunkData], kept)
-    weight = evidence(state.standalone_query or state.question, chunks)
+    weight, supported = weigh(state.standalone_query or state.question, chunks, ctx.min_evidence)
     return {
         "chunks": chunks,
         "evidence": weight,
-        "supported": bool(chunks)
-        and (
-            weight is None
-            or ctx.min_evidence <= 0  # the check is off
-            or weight >= ctx.min_evidence
-            or covers_question(state.standalone_query or state.question, chunks)
-        ),
+        "supported": supported,
         "timings": {**state.timings, "retrieve_ms": _ms(start)},
     }
 
