@@ -7,7 +7,7 @@ typed :class:`~backend.errors.ModelServerError`, which the agent records on the 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import httpx
@@ -26,6 +26,7 @@ _OPTIONS = {
     "frequency_penalty",
     "presence_penalty",
     "repetition_penalty",
+    "min_tokens",
 }
 
 
@@ -52,7 +53,7 @@ class ServedModel:
 
     async def stream(
         self, messages: list[dict[str, str]], *, model: str, **params: Any
-    ) -> AsyncIterator[Delta]:
+    ) -> AsyncGenerator[Delta, None]:
         """Text pieces as they come, then the usage."""
         stream = self.client.stream_chat(messages, model=model, **_options(params))
         try:

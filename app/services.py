@@ -92,6 +92,7 @@ class Services:
             history_messages=s.history_messages,
             min_relevance=s.min_relevance,
             min_evidence=s.min_evidence,
+            passage_check=s.passage_check,
             sampling=s.sampling(),
             save_turn=lambda record: save_turn(self.db, record),
         )

@@ -68,6 +68,15 @@ class AppSettings(BaseSettings):
         description="Decline when the best passage's evidence (dense similarity + 0.2 x "
         "the question's content words it holds) is below this.",
     )
+    # Off by default: on SmolLM2 the check is worse than chance (30 + 30 ClapNQ dev questions
+    # the evidence check lets through: "yes" for 20% of answerable, 40% of unanswerable,
+    # AUC 0.33 on the yes/no margin). Worth turning on with a capable model.
+    passage_check: bool = Field(
+        False,
+        alias="AGENT_PASSAGE_CHECK",
+        description="Before answering, ask the model (a constrained yes/no) whether the best "
+        "passage answers the question; decline on no.",
+    )
     temperature: float = Field(0.2, alias="AGENT_TEMPERATURE", ge=0, le=2)
     max_tokens: int = Field(512, alias="AGENT_MAX_TOKENS", ge=1)
     # Measured on SmolLM2 with the answer prompt and each question's gold passage (ClapNQ
@@ -78,6 +87,12 @@ class AppSettings(BaseSettings):
         0.3, alias="AGENT_FREQUENCY_PENALTY", ge=-2, le=2, description="Per repeated token."
     )
     repetition_penalty: float = Field(1.0, alias="AGENT_REPETITION_PENALTY", ge=0.01, le=2)
+    min_tokens: int = Field(
+        0,
+        alias="AGENT_MIN_TOKENS",
+        ge=0,
+        description="No end of the answer before this many tokens (vLLM's min_tokens).",
+    )
     model_wait_s: float = Field(
         600.0, alias="MODEL_WAIT_S", ge=0, description="How long the API waits for the model."
     )
@@ -119,6 +134,8 @@ class AppSettings(BaseSettings):
             options["frequency_penalty"] = self.frequency_penalty
         if self.repetition_penalty != 1.0:
             options["repetition_penalty"] = self.repetition_penalty
+        if self.min_tokens:
+            options["min_tokens"] = min(self.min_tokens, self.max_tokens)
         return options
 
     @field_validator("rate_limit_per_key", "rate_limit_per_ip", "rate_limit_auth_failures")

@@ -48,6 +48,7 @@ class ChatOptions(TypedDict, total=False):
     frequency_penalty: float | None
     presence_penalty: float | None
     repetition_penalty: float | None
+    min_tokens: int | None
 
 
 @dataclass
@@ -234,6 +235,7 @@ class ClientCore:
         frequency_penalty: float | None = None,
         presence_penalty: float | None = None,
         repetition_penalty: float | None = None,
+        min_tokens: int | None = None,
     ) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"model": model or self.model, "messages": messages}
         optional = {
@@ -254,6 +256,7 @@ class ClientCore:
         extra: dict[str, Any] = {
             "return_token_ids": True if return_token_ids else None,
             "repetition_penalty": repetition_penalty,
+            "min_tokens": min_tokens,
         }
         if any(v is not None for v in extra.values()):
             kwargs["extra_body"] = {k: v for k, v in extra.items() if v is not None}

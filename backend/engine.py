@@ -96,6 +96,7 @@ class Engine:
         if eos is None:
             eos = self.tokenizer.eos_token_id
         self.eos_ids: set[int] = set(eos if isinstance(eos, list) else [eos])
+        self._eos_list = sorted(self.eos_ids)
         # Structured outputs; the compiler is built on first use (it scans the vocabulary).
         self.grammars = Grammars(self.tokenizer, self.vocab_size, self.eos_ids)
         self._thread = threading.Thread(target=self._run, name="generation-worker", daemon=True)
@@ -341,9 +342,13 @@ class Engine:
                 tokens.append(greedy[i])
                 continue
             row_logits = logits[i]
-            adjusted = row.grammar is not None or row.penalized
+            early = row.count < row.params.min_tokens
+            adjusted = row.grammar is not None or row.penalized or early
             if row.penalized:
                 row_logits = row.penalize(row_logits)
+            if early:  # vLLM's min_tokens: the sequence may not end yet
+                row_logits = row_logits.clone()
+                row_logits[self._eos_list] = float("-inf")
             if row.grammar is not None:
                 row_logits = row.grammar.constrain(row_logits)
             if row.generator is None:

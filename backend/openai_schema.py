@@ -106,6 +106,8 @@ class _SamplingFields(_Request):
     stream_options: StreamOptions | None = None
     return_token_ids: bool = False
     ignore_eos: bool = False
+    # vLLM's extra parameter: no end of sequence before this many tokens.
+    min_tokens: int = Field(0, ge=0)
     structured_outputs: StructuredOutputs | None = None
     # vLLM's older names for the same constraints.
     guided_json: dict[str, Any] | str | None = None

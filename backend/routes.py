@@ -102,6 +102,12 @@ def sampling_params(
     context = state.engine.loaded.max_context
     if max_tokens is None:
         max_tokens = context - prompt_len
+    if body.min_tokens > max_tokens:
+        raise APIError(
+            f"min_tokens ({body.min_tokens}) must be less than or equal to max_tokens "
+            f"({max_tokens}).",
+            400,
+        )
     if prompt_len + max_tokens > context:
         raise APIError(
             f"This model's maximum context length is {context} tokens. However, you requested "
@@ -118,6 +124,7 @@ def sampling_params(
         logprobs=logprobs,
         top_logprobs=top_logprobs,
         ignore_eos=body.ignore_eos,
+        min_tokens=body.min_tokens,
         presence_penalty=body.presence_penalty,
         frequency_penalty=body.frequency_penalty,
         repetition_penalty=body.repetition_penalty,

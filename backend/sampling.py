@@ -37,6 +37,7 @@ class SamplingParams:
     logprobs: bool = False
     top_logprobs: int = 0
     ignore_eos: bool = False
+    min_tokens: int = 0
     # vLLM's penalties: presence/frequency subtract from tokens already generated (once, or
     # per occurrence); repetition divides (multiplies, if negative) the logits of tokens in
     # the prompt or the output. Neutral values change nothing.

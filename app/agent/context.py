@@ -6,7 +6,7 @@ on the concrete retriever, memory and model client (tests and benchmarks pass ot
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -56,7 +56,7 @@ class ChatModel(Protocol):
 
     def stream(
         self, messages: list[dict[str, str]], *, model: str, **params: Any
-    ) -> AsyncIterator[Delta]:
+    ) -> AsyncGenerator[Delta, None]:
         """The answer as it is generated, then one :class:`Delta` with the usage."""
         ...
 
@@ -95,6 +95,8 @@ class Context:
     """Chunks scoring below this are dropped."""
     min_evidence: float = 0.0
     """Below this evidence the agent declines instead of answering (0 never declines)."""
+    passage_check: bool = False
+    """Ask the model whether the best passage answers the question before answering."""
     sampling: dict[str, Any] = field(default_factory=dict)
     """Sampling parameters of the answer call (temperature, max_tokens...)."""
     save_turn: Callable[[TurnRecord], None] | None = None

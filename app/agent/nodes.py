@@ -10,6 +10,7 @@ import asyncio
 import json
 import logging
 import time
+from contextlib import aclosing
 from dataclasses import asdict, is_dataclass
 from typing import Any, Literal, cast
 
@@ -19,6 +20,7 @@ from app.agent import prompts
 from app.agent.citations import attach_citations, cited_sources, drop_dangling
 from app.agent.context import Context
 from app.agent.evidence import weigh
+from app.agent.loops import cut_loop, loop_start
 from app.agent.state import Message, State
 from app.agent.understanding import SMALL_TALK, is_personal_statement, parse_understanding
 from app.store.records import ChunkData, TurnRecord, says_not_in_documents
@@ -142,13 +144,47 @@ async def retrieve(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     ranked = sorted(best.values(), key=lambda c: c.get("score", 0.0), reverse=True)
     kept = [c for c in ranked if c.get("score", 0.0) >= ctx.min_relevance][: ctx.top_k]
     chunks = cast(list[ChunkData], kept)
-    weight, supported = weigh(state.standalone_query or state.question, chunks, ctx.min_evidence)
+    question = state.standalone_query or state.question
+    weight, supported = weigh(question, chunks, ctx.min_evidence)
+    if supported and ctx.passage_check and chunks:
+        supported = await passage_answers(ctx, question, chunks[0])
     return {
         "chunks": chunks,
         "evidence": weight,
         "supported": supported,
         "timings": {**state.timings, "retrieve_ms": _ms(start)},
     }
+
+
+async def passage_answers(ctx: Context, question: str, chunk: ChunkData) -> bool:
+    """The model's constrained yes/no on whether ``chunk`` answers ``question``.
+
+    A failing model server or an unreadable reply counts as yes: the check only ever
+    withholds an answer on a clear no.
+    """
+    messages = [
+        {"role": "system", "content": prompts.PASSAGE_CHECK_SYSTEM},
+        {"role": "user", "content": prompts.passage_check_message(question, chunk)},
+    ]
+    try:
+        raw = await ctx.llm.complete(
+            messages,
+            model=ctx.model,
+            temperature=0.0,
+            max_tokens=20,
+            response_format={
+                "type": "json_schema",
+                "json_schema": {"name": "passage_check", "schema": prompts.PASSAGE_CHECK_SCHEMA},
+            },
+        )
+    except ModelServerError as exc:
+        logger.warning("passage check failed, answering anyway: %s", exc)
+        return True
+    try:
+        verdict = json.loads(raw).get("answers")
+    except (ValueError, AttributeError):
+        verdict = None
+    return verdict != "no"
 
 
 def after_retrieve(state: State) -> Literal["generate", "not_found"]:
@@ -189,21 +225,31 @@ async def generate(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     usage: dict[str, int] = {}
     error: str | None = None
     first_token_ms: float | None = None
+    looped: int | None = None
     try:
-        async for delta in ctx.llm.stream(prompt, model=ctx.model, **ctx.sampling):
-            if delta.text:
-                if first_token_ms is None:
-                    first_token_ms = _ms(start)
-                pieces.append(delta.text)
-                runtime.stream_writer({"event": "token", "text": delta.text})
-            if delta.prompt_tokens is not None:
-                usage["prompt_tokens"] = delta.prompt_tokens
-            if delta.completion_tokens is not None:
-                usage["completion_tokens"] = delta.completion_tokens
+        async with aclosing(ctx.llm.stream(prompt, model=ctx.model, **ctx.sampling)) as deltas:
+            async for delta in deltas:
+                if delta.text:
+                    if first_token_ms is None:
+                        first_token_ms = _ms(start)
+                    pieces.append(delta.text)
+                    runtime.stream_writer({"event": "token", "text": delta.text})
+                    # A word has ended: check whether the answer has started to loop.
+                    if any(c.isspace() for c in delta.text):
+                        looped = loop_start("".join(pieces))
+                        if looped is not None:
+                            break  # closing the stream stops the server generating it
+                if delta.prompt_tokens is not None:
+                    usage["prompt_tokens"] = delta.prompt_tokens
+                if delta.completion_tokens is not None:
+                    usage["completion_tokens"] = delta.completion_tokens
     except ModelServerError as exc:
         error = f"model server failed while answering: {exc}"
         logger.error("turn %s: %s", ctx.turn_id, error)
     answer = "".join(pieces)
+    if looped is not None:
+        logger.info("turn %s: the answer started to loop; it was stopped", ctx.turn_id)
+        answer = cut_loop(answer, looped)
     clean = drop_dangling(answer, len(state.chunks))
     sources = cited_sources(clean, state.chunks)
     if not sources and state.chunks and not error and not says_not_in_documents(clean):

@@ -37,6 +37,23 @@ UNDERSTAND_SCHEMA = {
     "additionalProperties": False,
 }
 
+PASSAGE_CHECK_SYSTEM = """You check whether a passage answers a question. Reply in JSON:
+"answers": "yes" when the passage holds the answer to the question, otherwise "no"."""
+PASSAGE_CHECK_SCHEMA = {
+    "type": "object",
+    "properties": {"answers": {"enum": ["yes", "no"]}},
+    "required": ["answers"],
+    "additionalProperties": False,
+}
+
+
+def passage_check_message(question: str, chunk: ChunkData) -> str:
+    """The passage (fenced as data) and the question of the yes/no check."""
+    return UserTurn(
+        f"{question}\nDoes the passage answer this question?", format_sources([chunk]), []
+    ).render()
+
+
 NOT_SUPPORTED = (
     "I could not find the answer in your documents: the closest passages I found do not "
     "cover this question, so I won't guess. Try rephrasing it, or upload a document that "

@@ -143,6 +143,18 @@ def test_an_answer_without_markers_gets_citations_attached(scripted: tuple[Api, 
     assert [(s["number"], s["origin"]) for s in stored] == [(1, "model")]
 
 
+def test_an_answer_that_starts_to_loop_is_stopped(scripted: tuple[Api, str]) -> None:
+    api, key = scripted
+    with httpx.Client(timeout=60) as client:
+        events = chat_stream(client, api.url, key, "Does water boil at 100 degrees?")
+    streamed = "".join(data["text"] for kind, data in events if kind == "token")
+    # The model would have said the phrase 2,000 times; the agent stopped reading early.
+    assert streamed.count("very hot") < 10
+    done = events[-1][1]
+    assert done["answer"] == "Yes, water boils at 100 degrees Celsius [1]."
+    assert turn_row(api, done["turn_id"])["answer"] == done["answer"]
+
+
 def test_a_question_the_documents_do_not_answer_is_declined(scripted: tuple[Api, str]) -> None:
     api, key = scripted
     with httpx.Client(timeout=60) as client:
@@ -152,6 +164,28 @@ def test_a_question_the_documents_do_not_answer_is_declined(scripted: tuple[Api,
     # Declined on evidence: the model was never asked, the closest passage is kept.
     assert row["messages"] in (None, "[]", [])
     assert "boils at 100" in row["retrieved"]
+
+
+def test_the_passage_check_declines_when_the_model_says_no(tmp_path: Path) -> None:
+    url, responder = start_responder()
+    api = start_api(tmp_path, url, MEMORY_ENABLED="false", AGENT_PASSAGE_CHECK="true")
+    try:
+        key = create_user(api, "erin")
+        with httpx.Client(timeout=60) as client:
+            r = client.post(
+                f"{api.url}/documents",
+                headers=auth(key),
+                files=[("files", ("water.txt", DOC.encode()))],
+            )
+            wait_ingested(client, api.url, key, r.json()["documents"][0]["id"])
+            # The responder says the passage does not answer anything about boiling.
+            declined = chat_stream(client, api.url, key, "When does water boil?")[-1][1]
+            answered = chat_stream(client, api.url, key, "When does ice melt?")[-1][1]
+        assert declined["answer"] == prompts.NOT_SUPPORTED
+        assert answered["answer"].startswith("Ice melts at 0 degrees Celsius [1].")
+    finally:
+        stop(api.proc)
+        stop(responder)
 
 
 def test_a_personal_statement_is_acknowledged_not_searched(scripted: tuple[Api, str]) -> None:

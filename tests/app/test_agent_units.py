@@ -9,6 +9,7 @@ from app.agent import prompts
 from app.agent.citations import attach_citations, cited_numbers, cited_sources, drop_dangling
 from app.agent.context import Context
 from app.agent.evidence import covers_question, evidence
+from app.agent.loops import cut_loop, loop_start
 from app.agent.nodes import build_prompt
 from app.agent.state import State, append_messages
 from app.agent.understanding import SMALL_TALK, is_personal_statement, parse_understanding
@@ -201,3 +202,24 @@ def test_personal_statements_are_told_apart_from_questions() -> None:
 def test_chinese_text_has_content_words() -> None:
     assert content_words("水在一百度沸腾") & content_words("在海平面，水在一百度时沸腾。")
     assert {"water", "boil"} <= content_words("Water boiling 水沸腾")
+
+
+def test_a_looping_answer_is_cut_at_its_last_sentence_before_the_loop() -> None:
+    answer = "Insulin is made in the pancreas [1]. It regulates sugar. "
+    answer += "It is a hormone that " * 4
+    start = loop_start(answer)
+    assert start is not None
+    assert cut_loop(answer, start) == "Insulin is made in the pancreas [1]. It regulates sugar."
+    # A loop with no sentence before it keeps its first saying; one word said on and on
+    # is a loop too.
+    assert cut_loop("the the", 4) == "the"
+    assert loop_start("very " * 8) is not None
+
+
+def test_a_phrase_said_twice_or_a_list_is_not_a_loop() -> None:
+    twice = "It is made in the pancreas. Yes, it is made in the pancreas, by beta cells."
+    assert loop_start(twice) is None
+    steps = ["first", "next", "last"]
+    items = " ".join(f"{n}. The {w} step is short." for n, w in enumerate(steps))
+    assert loop_start(items) is None
+    assert loop_start("") is None

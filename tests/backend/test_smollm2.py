@@ -75,6 +75,22 @@ def test_answers_the_capital_of_france_and_stops_by_itself(smol: Server) -> None
     assert "<|im_start|>" not in choice["message"]["content"]
 
 
+def test_min_tokens_holds_the_end_of_an_answer_back(smol: Server) -> None:
+    alone = chat(smol, max_tokens=60)["usage"]["completion_tokens"]
+    held = chat(smol, max_tokens=80, min_tokens=alone + 10)
+    # vLLM's min_tokens: the stop token is masked until then, so the answer goes on.
+    assert held["usage"]["completion_tokens"] >= alone + 10
+    assert held["choices"][0]["message"]["content"].startswith(
+        chat(smol, max_tokens=60)["choices"][0]["message"]["content"].rstrip()[:20]
+    )
+    wrong = httpx.post(
+        f"{smol.base_url}/chat/completions",
+        json={"model": "smollm2", "messages": QUESTION, "max_tokens": 5, "min_tokens": 10},
+        timeout=60,
+    )
+    assert wrong.status_code == 400 and "min_tokens" in wrong.text
+
+
 def test_streaming_carries_the_same_answer(smol: Server) -> None:
     whole = chat(smol)["choices"][0]["message"]["content"]
     body = {"model": "smollm2", "messages": QUESTION, "max_tokens": 40, "temperature": 0}
