@@ -214,6 +214,12 @@ def test_a_looping_answer_is_cut_at_its_last_sentence_before_the_loop() -> None:
     # is a loop too.
     assert cut_loop("the the", 4) == "the"
     assert loop_start("very " * 8) is not None
+    # A list that only counts on is a loop, and "1." is no sentence to end on.
+    counting = "".join(f"{n}. The Flash Age Rating [1]\n" for n in range(1, 6))
+    start = loop_start(counting)
+    assert start is not None
+    assert cut_loop(counting, start) == "1. The Flash Age Rating [1]"
+    assert cut_loop("It rains. " + counting, start + 10) == "It rains."
 
 
 def test_a_phrase_said_twice_or_a_list_is_not_a_loop() -> None:
