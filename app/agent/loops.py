@@ -26,28 +26,45 @@ _SENTENCE_END = re.compile(
 )
 
 
-def _words(text: str) -> list[tuple[str, int]]:
-    """Each word of ``text`` normalised (lower case, no punctuation), with its offset."""
-    found = []
-    for match in _WORD.finditer(text):
-        word = _NUMBER.sub("0", match.group().lower().translate(_PUNCTUATION))
-        if word:
-            found.append((word, match.start()))
-    return found
+class LoopGuard:
+    """Watches an answer as it streams in; reads each word once.
+
+    ``add`` returns the offset where a looping run was said the second time, once one
+    has been said ``TIMES`` times; the word still being written is read at ``finish``.
+    """
+
+    def __init__(self) -> None:
+        self.text = ""
+        self._words: list[str] = []
+        self._offsets: list[int] = []
+        self._seen: dict[tuple[str, ...], list[int]] = {}
+        self._read = 0  # offset up to which whole words have been read
+
+    def add(self, piece: str, *, final: bool = False) -> int | None:
+        """Append ``piece``; the loop's offset when the answer now loops, else None."""
+        self.text += piece
+        for match in _WORD.finditer(self.text, self._read):
+            if match.end() == len(self.text) and not final:
+                break  # the word may go on in the next piece
+            self._read = match.end()
+            word = _NUMBER.sub("0", match.group().lower().translate(_PUNCTUATION))
+            if not word:
+                continue
+            self._words.append(word)
+            self._offsets.append(match.start())
+            if len(self._words) < RUN:
+                continue
+            starts = self._seen.setdefault(tuple(self._words[-RUN:]), [])
+            # Overlapping sayings ("a a a a a a a") count: a one-word loop is still a loop.
+            starts.append(self._offsets[-RUN])
+            if len(starts) >= TIMES:
+                return starts[1]
+        return None
 
 
 def loop_start(text: str) -> int | None:
-    """Offset where a looping run is said for the second time, or None when none loops."""
-    words = _words(text)
-    seen: dict[tuple[str, ...], list[int]] = {}
-    for i in range(len(words) - RUN + 1):
-        run = tuple(word for word, _ in words[i : i + RUN])
-        starts = seen.setdefault(run, [])
-        # Overlapping sayings ("a a a a a a a") count too: a one-word loop is still a loop.
-        starts.append(words[i][1])
-        if len(starts) >= TIMES:
-            return starts[1]
-    return None
+    """Offset where a looping run of ``text`` is said for the second time, or None."""
+    return LoopGuard().add(text, final=True)
 
 
 def cut_loop(text: str, start: int) -> str:

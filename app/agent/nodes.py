@@ -20,7 +20,7 @@ from app.agent import prompts
 from app.agent.citations import attach_citations, cited_sources, drop_dangling
 from app.agent.context import Context
 from app.agent.evidence import weigh
-from app.agent.loops import cut_loop, loop_start
+from app.agent.loops import LoopGuard, cut_loop
 from app.agent.state import Message, State
 from app.agent.understanding import SMALL_TALK, is_personal_statement, parse_understanding
 from app.store.records import ChunkData, TurnRecord, says_not_in_documents
@@ -50,6 +50,20 @@ def _record(item: Any) -> dict[str, Any]:
 
 def _jsonable(record: dict[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(record, default=str))
+
+
+async def _ask_json(
+    ctx: Context, system: str, user: str, schema: tuple[str, dict[str, Any]], max_tokens: int
+) -> str:
+    """One greedy reply decoded under ``schema`` (name, JSON schema): a small structured step."""
+    name, body = schema
+    return await ctx.llm.complete(
+        [{"role": "system", "content": system}, {"role": "user", "content": user}],
+        model=ctx.model,
+        temperature=0.0,
+        max_tokens=max_tokens,
+        response_format={"type": "json_schema", "json_schema": {"name": name, "schema": body}},
+    )
 
 
 async def recall(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
@@ -91,23 +105,13 @@ async def understand(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
         timings["understand_ms"] = _ms(start)
         return {"route": "retrieve", "standalone_query": state.question, "timings": timings}
     conversation = "\n".join(f"{m['role']}: {m['content']}" for m in history)
-    messages = [
-        {"role": "system", "content": prompts.UNDERSTAND_SYSTEM},
-        {
-            "role": "user",
-            "content": f"Conversation:\n{conversation}\n\nLast message: {state.question}",
-        },
-    ]
     try:
-        raw = await ctx.llm.complete(
-            messages,
-            model=ctx.model,
-            temperature=0.0,
+        raw = await _ask_json(
+            ctx,
+            prompts.UNDERSTAND_SYSTEM,
+            f"Conversation:\n{conversation}\n\nLast message: {state.question}",
+            ("understanding", prompts.UNDERSTAND_SCHEMA),
             max_tokens=200,
-            response_format={
-                "type": "json_schema",
-                "json_schema": {"name": "understanding", "schema": prompts.UNDERSTAND_SCHEMA},
-            },
         )
     except ModelServerError as exc:
         logger.warning("query rewrite failed, searching with the question as asked: %s", exc)
@@ -162,20 +166,13 @@ async def passage_answers(ctx: Context, question: str, chunk: ChunkData) -> bool
     A failing model server or an unreadable reply counts as yes: the check only ever
     withholds an answer on a clear no.
     """
-    messages = [
-        {"role": "system", "content": prompts.PASSAGE_CHECK_SYSTEM},
-        {"role": "user", "content": prompts.passage_check_message(question, chunk)},
-    ]
     try:
-        raw = await ctx.llm.complete(
-            messages,
-            model=ctx.model,
-            temperature=0.0,
+        raw = await _ask_json(
+            ctx,
+            prompts.PASSAGE_CHECK_SYSTEM,
+            prompts.passage_check_message(question, chunk),
+            ("passage_check", prompts.PASSAGE_CHECK_SCHEMA),
             max_tokens=20,
-            response_format={
-                "type": "json_schema",
-                "json_schema": {"name": "passage_check", "schema": prompts.PASSAGE_CHECK_SCHEMA},
-            },
         )
     except ModelServerError as exc:
         logger.warning("passage check failed, answering anyway: %s", exc)
@@ -221,24 +218,21 @@ async def generate(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     """Stream the answer token by token, then map its citations to sources."""
     ctx, start = runtime.context, time.perf_counter()
     prompt = build_prompt(state, ctx)
-    pieces: list[str] = []
     usage: dict[str, int] = {}
     error: str | None = None
     first_token_ms: float | None = None
     looped: int | None = None
+    guard = LoopGuard()  # holds the answer's text as it streams
     try:
         async with aclosing(ctx.llm.stream(prompt, model=ctx.model, **ctx.sampling)) as deltas:
             async for delta in deltas:
                 if delta.text:
                     if first_token_ms is None:
                         first_token_ms = _ms(start)
-                    pieces.append(delta.text)
                     runtime.stream_writer({"event": "token", "text": delta.text})
-                    # A word has ended: check whether the answer has started to loop.
-                    if any(c.isspace() for c in delta.text):
-                        looped = loop_start("".join(pieces))
-                        if looped is not None:
-                            break  # closing the stream stops the server generating it
+                    looped = guard.add(delta.text)
+                    if looped is not None:
+                        break  # closing the stream stops the server generating it
                 if delta.prompt_tokens is not None:
                     usage["prompt_tokens"] = delta.prompt_tokens
                 if delta.completion_tokens is not None:
@@ -246,7 +240,7 @@ async def generate(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     except ModelServerError as exc:
         error = f"model server failed while answering: {exc}"
         logger.error("turn %s: %s", ctx.turn_id, error)
-    answer = "".join(pieces)
+    answer = guard.text  # the whole answer as streamed
     if looped is not None:
         logger.info("turn %s: the answer started to loop; it was stopped", ctx.turn_id)
         answer = cut_loop(answer, looped)

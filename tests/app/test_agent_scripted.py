@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -32,22 +33,30 @@ pytestmark = pytest.mark.slow
 DOC = "Water boils at 100 degrees Celsius at sea level.\n\nIce melts at 0 degrees Celsius."
 
 
+@contextmanager
+def scripted_stack(data_dir: Path, user: str, **env: str) -> Iterator[tuple[Api, str]]:
+    """The API on the scripted model, with ``user`` owning the water document."""
+    url, responder = start_responder()
+    api = start_api(data_dir, url, MEMORY_ENABLED="false", **env)
+    try:
+        key = create_user(api, user)
+        with httpx.Client(timeout=60) as client:
+            r = client.post(
+                f"{api.url}/documents",
+                headers=auth(key),
+                files=[("files", ("water.txt", DOC.encode()))],
+            )
+            wait_ingested(client, api.url, key, r.json()["documents"][0]["id"])
+        yield api, key
+    finally:
+        stop(api.proc)
+        stop(responder)
+
+
 @pytest.fixture(scope="module")
 def scripted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Api, str]]:
-    url, responder = start_responder()
-    api = start_api(tmp_path_factory.mktemp("scripted"), url, MEMORY_ENABLED="false")
-    key = create_user(api, "carol")
-    with httpx.Client(timeout=60) as client:
-        r = client.post(
-            f"{api.url}/documents",
-            headers=auth(key),
-            files=[("files", ("water.txt", DOC.encode()))],
-        )
-        doc_id = r.json()["documents"][0]["id"]
-        wait_ingested(client, api.url, key, doc_id)
-    yield api, key
-    stop(api.proc)
-    stop(responder)
+    with scripted_stack(tmp_path_factory.mktemp("scripted"), "carol") as stack:
+        yield stack
 
 
 def turn_row(api: Api, turn_id: str) -> dict[str, Any]:
@@ -167,25 +176,15 @@ def test_a_question_the_documents_do_not_answer_is_declined(scripted: tuple[Api,
 
 
 def test_the_passage_check_declines_when_the_model_says_no(tmp_path: Path) -> None:
-    url, responder = start_responder()
-    api = start_api(tmp_path, url, MEMORY_ENABLED="false", AGENT_PASSAGE_CHECK="true")
-    try:
-        key = create_user(api, "erin")
-        with httpx.Client(timeout=60) as client:
-            r = client.post(
-                f"{api.url}/documents",
-                headers=auth(key),
-                files=[("files", ("water.txt", DOC.encode()))],
-            )
-            wait_ingested(client, api.url, key, r.json()["documents"][0]["id"])
-            # The responder says the passage does not answer anything about boiling.
-            declined = chat_stream(client, api.url, key, "When does water boil?")[-1][1]
-            answered = chat_stream(client, api.url, key, "When does ice melt?")[-1][1]
-        assert declined["answer"] == prompts.NOT_SUPPORTED
-        assert answered["answer"].startswith("Ice melts at 0 degrees Celsius [1].")
-    finally:
-        stop(api.proc)
-        stop(responder)
+    with (
+        scripted_stack(tmp_path, "erin", AGENT_PASSAGE_CHECK="true") as (api, key),
+        httpx.Client(timeout=60) as client,
+    ):
+        # The responder says the passage does not answer anything about boiling.
+        declined = chat_stream(client, api.url, key, "When does water boil?")[-1][1]
+        answered = chat_stream(client, api.url, key, "When does ice melt?")[-1][1]
+    assert declined["answer"] == prompts.NOT_SUPPORTED
+    assert answered["answer"].startswith("Ice melts at 0 degrees Celsius [1].")
 
 
 def test_a_personal_statement_is_acknowledged_not_searched(scripted: tuple[Api, str]) -> None:
