@@ -93,6 +93,7 @@ class Services:
             min_relevance=s.min_relevance,
             min_evidence=s.min_evidence,
             passage_check=s.passage_check,
+            decline_ungrounded=s.decline_ungrounded,
             sampling=s.sampling(),
             save_turn=lambda record: save_turn(self.db, record),
         )

@@ -237,8 +237,18 @@ def dpo_pairs(signals: list[Signal], margin: float) -> list[dict[str, Any]]:
 
 
 def grpo_prompt(signal: Signal) -> dict[str, Any]:
-    """A GRPO row: the stored prompt (as far as shared) plus the columns the rewards read."""
-    return {"prompt": signal.prompt, **_info(signal.turn), "turn_id": signal.turn.id}
+    """A GRPO row: the stored prompt (as far as shared) plus the columns the rewards read.
+
+    ``answerable`` is what the user's feedback shows (:func:`known_answerable`), ``answer``
+    the user's corrected answer, if any: the verifiable RAG rewards read both.
+    """
+    return {
+        "prompt": signal.prompt,
+        **_info(signal.turn),
+        "answerable": known_answerable(signal),
+        "answer": signal.corrected or None,
+        "turn_id": signal.turn.id,
+    }
 
 
 def known_answerable(signal: Signal) -> bool | None:

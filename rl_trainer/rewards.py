@@ -14,6 +14,7 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from app.store.answer_checks import ends_in_repetition, recall_f1
 from app.store.records import CITATION, says_not_in_documents
 
 RewardFunc = Callable[..., list[float | None]]
@@ -89,6 +90,28 @@ def honest_not_in_documents(
     return rewards
 
 
+def answer_overlap(
+    completions: list[Any], answer: Sequence[str | None] | None = None, **_: Any
+) -> list[float | None]:
+    """Token F1 (SQuAD's) of the completion against the user's corrected answer.
+
+    Rows without a correction, or whose correction declines (``honest_not_in_documents``
+    judges those), get no verdict.
+    """
+    rewards: list[float | None] = []
+    for completion, ref in zip(completions, _column(answer, len(completions)), strict=True):
+        if not ref or says_not_in_documents(str(ref)):
+            rewards.append(None)
+        else:
+            rewards.append(recall_f1(completion_text(completion), [str(ref)])[1])
+    return rewards
+
+
+def repetition(completions: list[Any], **_: Any) -> list[float | None]:
+    """-1 for a completion whose tail loops (the evaluation's own check), else 0."""
+    return [-1.0 if ends_in_repetition(completion_text(c)) else 0.0 for c in completions]
+
+
 def soft_overlong(
     completions: list[Any],
     completion_ids: Sequence[Sequence[int]] | None = None,
@@ -156,6 +179,8 @@ REWARDS: dict[str, RewardFunc] = {
         citation_validity,
         leading_citation,
         honest_not_in_documents,
+        answer_overlap,
+        repetition,
         soft_overlong,
         exact_answer,
     )

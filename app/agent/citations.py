@@ -35,6 +35,8 @@ def drop_dangling(answer: str, count: int) -> str:
 # insert_citations does, the bar is lowered step by step (down to 0.3) only while no
 # sentence of the answer reaches it, so a loosely worded answer still names its source.
 SUPPORT_LEVELS = (0.5, 0.4, 0.3)
+# A sentence with fewer content words ("Yes.", "Paris.") claims too little to match.
+MIN_CLAIM_WORDS = 2
 _SENTENCE_END = re.compile(r"(?<=[.!?。！？])\s+|\n+")
 _TRAILING = re.compile(r"[\s.!?。！？:;,]*$")
 
@@ -72,10 +74,20 @@ def attach_citations(answer: str, chunks: list[ChunkData]) -> tuple[str, list[So
     return text, sources
 
 
+def grounded_claims(answer: str) -> bool:
+    """Whether ``answer`` makes a claim a passage could support: a sentence of 2+ content words.
+
+    "Yes." or "Paris." claims too little to match, so finding no support for it says
+    nothing; an answer with such sentences only is never declined for lack of support.
+    """
+    sentences = _SENTENCE_END.split(answer)
+    return any(len(content_words(s)) >= MIN_CLAIM_WORDS for s in sentences if s.strip())
+
+
 def _best_support(sentence: str, chunks: list[ChunkData]) -> tuple[int | None, float]:
     """The passage holding most of the sentence's content words, and that share."""
     words = content_words(sentence)
-    if len(words) < 2:  # "Yes." or "Sure!" says nothing a passage could support
+    if len(words) < MIN_CLAIM_WORDS:
         return None, 0.0
     best, number = 0.0, None
     for n, chunk in enumerate(chunks, start=1):

@@ -97,6 +97,8 @@ class Context:
     """Below this evidence the agent declines instead of answering (0 never declines)."""
     passage_check: bool = False
     """Ask the model whether the best passage answers the question before answering."""
+    decline_ungrounded: bool = False
+    """Decline when an answer citing nothing has no sentence any source supports."""
     sampling: dict[str, Any] = field(default_factory=dict)
     """Sampling parameters of the answer call (temperature, max_tokens...)."""
     save_turn: Callable[[TurnRecord], None] | None = None

@@ -17,7 +17,12 @@ from typing import Any, Literal, cast
 from langgraph.runtime import Runtime
 
 from app.agent import prompts
-from app.agent.citations import attach_citations, cited_sources, drop_dangling
+from app.agent.citations import (
+    attach_citations,
+    cited_sources,
+    drop_dangling,
+    grounded_claims,
+)
 from app.agent.context import Context
 from app.agent.evidence import weigh
 from app.agent.loops import LoopGuard, cut_loop
@@ -249,6 +254,10 @@ async def generate(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     if not sources and state.chunks and not error and not says_not_in_documents(clean):
         # Small models seldom write [n]; the user still learns where each claim comes from.
         clean, sources = attach_citations(clean, state.chunks)
+        if not sources and ctx.decline_ungrounded and grounded_claims(clean):
+            # Nothing the answer says is in the sources: a made-up answer, not an answer.
+            logger.info("turn %s: no source supports the answer; declining", ctx.turn_id)
+            clean = prompts.NOT_SUPPORTED
     timings = {**state.timings, "generate_ms": _ms(start)}
     if first_token_ms is not None:
         timings["first_token_ms"] = first_token_ms

@@ -24,7 +24,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from app.eval.dataset import DatasetError, load_dataset
+from app.eval.dataset import POOLS, DatasetError, load_dataset
 from app.eval.scoring import TARGETS, figures, meets
 
 logger = logging.getLogger("app.eval")
@@ -38,6 +38,11 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
         help="write figures and per-question outcomes as JSON (to stdout without PATH)",
     )  # fmt: skip
     parser.add_argument("--limit", type=int, default=None, help="at most N of each kind")
+    parser.add_argument(
+        "--pool", choices=POOLS, default="all",
+        help="only the questions of this pool: 'eval' is a fixed third of the ids (by hash), "
+        "'train' the rest; the documents are always all of the set's",
+    )  # fmt: skip
     parser.add_argument(
         "--adapter", default=None, metavar="NAME|none",
         help="answer with this served adapter, or 'none' for the base model "
@@ -145,7 +150,7 @@ def main(argv: list[str] | None = None) -> None:
     args = _args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        dataset = load_dataset(args.dataset).sample(args.limit)
+        dataset = load_dataset(args.dataset).pool(args.pool).sample(args.limit)
     except DatasetError as exc:
         raise SystemExit(f"error: {exc}") from None
     data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="flywheel-eval-"))

@@ -19,10 +19,26 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 QUESTIONS_FILE = "questions.jsonl"
 DOCUMENTS_DIR = "documents"
+
+
+Pool = Literal["all", "train", "eval"]
+POOLS: tuple[Pool, ...] = ("all", "train", "eval")
+EVAL_POOL_SHARE = 3  # one question in three goes to the evaluation pool
+
+
+def pool_of(item_id: str) -> Pool:
+    """``eval`` for about a third of question ids, ``train`` for the rest; fixed per id.
+
+    The split is by a hash of the id alone, so a question never moves between pools when
+    a set grows or is read in another order: the flywheel bench trains on the training
+    pool and measures on the evaluation pool, which it never asks while training.
+    """
+    digest = hashlib.sha256(item_id.encode()).digest()
+    return "eval" if int.from_bytes(digest[:8], "big") % EVAL_POOL_SHARE == 0 else "train"
 
 
 class DatasetError(ValueError):
@@ -58,6 +74,12 @@ class EvalSet:
     name: str
     documents: list[EvalDocument]
     items: list[EvalItem]
+
+    def pool(self, name: Pool) -> EvalSet:
+        """The questions of one pool (documents unchanged): see :func:`pool_of`."""
+        if name == "all":
+            return self
+        return EvalSet(self.name, self.documents, [i for i in self.items if pool_of(i.id) == name])
 
     def sample(self, limit: int | None) -> EvalSet:
         """At most ``limit`` answerable and ``limit`` unanswerable items, in file order."""

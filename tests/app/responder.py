@@ -23,6 +23,8 @@ REWRITE = "What is the boiling point of water at sea level?"
 ANSWER = "Water boils at 100 degrees Celsius at sea level [1]. See also [7]."
 # What a small model writes: the right words from the source, no citation marker.
 UNCITED = "Ice melts at 0 degrees Celsius. I hope that helps!"
+# What a small model also writes: an answer no source says a word of, citing nothing.
+MADE_UP = "The moon is made of green cheese, according to ancient legends."
 # What a small model sometimes does: a good start, then one phrase until max_tokens.
 LOOPING = "Yes, water boils at 100 degrees Celsius [1]. " + "It is very hot and " * 2000
 
@@ -49,8 +51,10 @@ def build(slow: bool) -> FastAPI:
             if "standalone" in system
             else json.dumps({"answers": "no" if "boil" in asked else "yes"})
             if "whether a passage answers" in system
+            else MADE_UP
+            if "please" in asked
             else UNCITED
-            if "melt" in last.rsplit("Question:", 1)[-1]
+            if "melt" in asked
             else LOOPING
             if "boil at 100" in last.rsplit("Question:", 1)[-1]
             else ANSWER

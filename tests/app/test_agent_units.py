@@ -6,7 +6,13 @@ from __future__ import annotations
 import json
 
 from app.agent import prompts
-from app.agent.citations import attach_citations, cited_numbers, cited_sources, drop_dangling
+from app.agent.citations import (
+    attach_citations,
+    cited_numbers,
+    cited_sources,
+    drop_dangling,
+    grounded_claims,
+)
 from app.agent.context import Context
 from app.agent.evidence import covers_question, evidence
 from app.agent.loops import cut_loop, loop_start
@@ -178,6 +184,14 @@ def test_attached_citations_point_at_the_passage_that_says_it() -> None:
     assert attach_citations(loose_and_close, chunks)[0] == (
         "Water heats quickly. Ice melts at 0 degrees [2]."
     )
+
+
+def test_only_an_answer_that_claims_something_can_lack_support() -> None:
+    # Too short to match a passage: never declined for lack of support.
+    assert not grounded_claims("Paris.")
+    assert not grounded_claims("Yes. Sure!")
+    assert grounded_claims("Yes. The moon is made of cheese.")
+    assert grounded_claims("月亮是奶酪做的。")
 
 
 def test_evidence_weighs_dense_similarity_and_the_questions_words() -> None:

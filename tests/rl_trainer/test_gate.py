@@ -123,6 +123,20 @@ def test_heldout_rows_carry_the_users_feedback(db: Database, tmp_path: Path) -> 
     assert rows["q3?"]["answerable"] is None and rows["q3?"]["rating"] == 0.0
 
 
+def test_grpo_training_rows_carry_what_the_verifiable_rewards_read(
+    db: Database, tmp_path: Path
+) -> None:
+    user = add_user(db, "ana")
+    add_turn(db, user, "q1?", "no idea", rating=-1, corrected="[1] At 100 C.")
+    add_turn(db, user, "q2?", "I could not find that in your documents.", rating=1)
+    add_turn(db, user, "q3?", "[1] Paris.", rating=-1)
+    snap = build_data(db, Recipe(algo="grpo", heldout_fraction=0.0), tmp_path / "s")
+    rows = {r["prompt"][-1]["content"].rsplit("Question: ", 1)[-1]: r for r in snap.train}
+    assert rows["q1?"]["answer"] == "[1] At 100 C." and rows["q1?"]["answerable"] is True
+    assert rows["q2?"]["answer"] is None and rows["q2?"]["answerable"] is False
+    assert rows["q3?"]["answer"] is None and rows["q3?"]["answerable"] is None
+
+
 class Models:
     """The model server's model list: one base model."""
 

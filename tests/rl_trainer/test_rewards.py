@@ -1,11 +1,13 @@
 from rl_trainer.rewards import (
     REWARDS,
+    answer_overlap,
     build_rewards,
     citation_validity,
     exact_answer,
     final_number,
     honest_not_in_documents,
     leading_citation,
+    repetition,
     soft_overlong,
 )
 
@@ -45,6 +47,28 @@ def test_honest_not_in_documents_rewards_refusing_only_when_unanswerable() -> No
     assert got == [1.0, 0.0, 0.0, 1.0, None]
 
 
+def test_answer_overlap_is_token_f1_against_the_users_correction() -> None:
+    fixed = "Water boils at 100 degrees Celsius at sea level [1]."
+    got = answer_overlap(
+        [
+            "Water boils at 100 degrees Celsius at sea level [2].",  # same words: F1 1
+            "It boils at 100 degrees.",  # part of it
+            "Paris is in France.",  # nothing shared
+            "Water boils at 100 degrees.",  # no correction: no verdict
+            "Water boils.",  # the correction declines: honest_not_in_documents judges it
+        ],
+        answer=[fixed, fixed, fixed, None, "That is not in the documents."],
+    )
+    assert got[0] == 1.0 and got[2] == 0.0 and got[3:] == [None, None]
+    assert got[1] is not None and 0.4 < got[1] < 0.8
+
+
+def test_repetition_penalises_a_looping_tail_only() -> None:
+    loop = "The answer is that the answer is the answer is. " * 6
+    got = repetition(["Water boils at 100 degrees [1].", loop])
+    assert got == [0.0, -1.0]
+
+
 def test_soft_overlong_is_zero_then_linear_then_minus_one() -> None:
     ids = [[0] * n for n in (10, 12, 14, 16, 20)]
     got = soft_overlong(["x"] * 5, completion_ids=ids, max_length=16, buffer=4)
@@ -69,7 +93,14 @@ def test_build_rewards_binds_parameters_and_keeps_names() -> None:
     assert [f.__name__ for f in funcs] == ["soft_overlong", "citation_validity"]
     assert weights == [0.5, 1.0]
     assert funcs[0](["x"], completion_ids=[[0] * 7]) == [-0.5]
-    assert set(REWARDS) >= {"citation_validity", "exact_answer", "soft_overlong"}
+    assert set(REWARDS) >= {
+        "citation_validity",
+        "exact_answer",
+        "soft_overlong",
+        "answer_overlap",
+        "repetition",
+        "honest_not_in_documents",
+    }
 
 
 def test_unknown_or_judgeless_rewards_are_refused() -> None:
