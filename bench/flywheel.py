@@ -288,6 +288,8 @@ def row_text(row: dict[str, Any], base: dict[str, Any]) -> str:
     rows = report.get("training_rows") or {}
     gate = report.get("gate") or {}
     verdict = "passed" if gate.get("passed") else ("rejected" if gate else "no gate")
+    if report.get("exit"):
+        verdict = "failed"  # the trainer stopped (e.g. nothing to train on); see trainer.log
     figs = row["eval"]
     deltas = " ".join(
         f"{_num(figs.get(name))} ({_delta(figs.get(name), base.get(name))})"
@@ -326,6 +328,7 @@ def main() -> int:
     parser.add_argument("--json", type=Path, default=None, help="write the whole table")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
     overrides = [*args.set, *([f"device={args.device}"] if args.device else [])]
     data = load_dataset(args.dataset)
     pool = data.pool("train").items
@@ -367,6 +370,8 @@ def main() -> int:
                 }
                 table.append(row)
                 logger.info("round %d: %s", number, row_text(row, base))
+                if report.get("error"):
+                    logger.warning("round %d: the trainer said: %s", number, report["error"])
     finally:
         stack.close()
     header = (
