@@ -1,9 +1,10 @@
 """The flywheel bench: rounds of real use through the HTTP API, training, and held-out eval.
 
 Setup: the embedded model server (SmolLM2 by default), the API over its own SQLite store,
-one simulated user per ``--users``, and the shared ClapNQ dev passages uploaded through
-``POST /documents``. The questions are split by id (``app.eval.dataset.pool_of``): the
-training pool is asked in the rounds, the evaluation pool never is.
+``--users`` simulated users (opted in to training on whole prompts, sources included),
+and the shared ClapNQ dev passages uploaded through ``POST /documents``. The questions
+are split by id (``app.eval.dataset.pool_of``): the training pool is asked in the rounds,
+the evaluation pool never is.
 
 Each round:
   1. simulated users ask ``--questions`` new training-pool questions through ``POST /chat``;
@@ -136,16 +137,25 @@ def start_stack(work: Path, model: str) -> Stack:
 
 
 def create_user(stack: Stack, name: str) -> str:
-    """A user's API key, made with the CLI an admin uses."""
-    out = subprocess.run(
-        [sys.executable, "-m", "app.users", "create", name],
-        cwd=ROOT,
-        env=stack.env,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return out.stdout.strip().splitlines()[-1]
+    """A user's API key, made with the CLI an admin uses.
+
+    The user opts in to training on whole prompts (sources included), as a deployment
+    that wants its adapter to learn to answer from sources would.
+    """
+
+    def users(*args: str) -> str:
+        return subprocess.run(
+            [sys.executable, "-m", "app.users", *args],
+            cwd=ROOT,
+            env=stack.env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+
+    key = users("create", name).strip().splitlines()[-1]
+    users("train-on-context", name, "on")
+    return key
 
 
 def upload(client: httpx.Client, stack: Stack, key: str, data: EvalSet) -> dict[str, str]:
@@ -320,7 +330,8 @@ def main() -> int:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--questions", type=int, default=40, help="asked per round")
-    parser.add_argument("--users", type=int, default=2)
+    # Several users: the trainer refuses a snapshot where one user holds over half the rows.
+    parser.add_argument("--users", type=int, default=4)
     parser.add_argument("--eval-limit", type=int, default=None, help="eval pool: N of each kind")
     parser.add_argument("--poisoned-round", action="store_true")
     parser.add_argument("--device", choices=["cpu", "cuda"], default=None)
