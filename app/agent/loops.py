@@ -7,6 +7,9 @@ agent stops reading the stream (closing it stops the server's generation too) an
 the answer up to the last sentence before the run was said the second time. Numbers
 count as one word, so a list that only counts on ("1. The Flash [1] 2. The Flash [1]
 3. ...") is a loop too.
+
+A loop can also be shorter than that: a whole sentence said twice. The finished answer
+keeps the first saying of each sentence (:func:`drop_repeated_sentences`).
 """
 
 from __future__ import annotations
@@ -14,8 +17,12 @@ from __future__ import annotations
 import re
 import string
 
+from app.store.answer_checks import tokens
+
 RUN = 6
 TIMES = 3
+# A repeated sentence of fewer words ("Yes.") may be meant; one this long is a loop.
+REPEATED_SENTENCE_WORDS = 3
 _WORD = re.compile(r"\S+")
 _PUNCTUATION = str.maketrans("", "", string.punctuation)
 _NUMBER = re.compile(r"\d+")
@@ -24,6 +31,9 @@ _SENTENCE_END = re.compile(
     r"(?<!^\d)(?<!^\d\d)(?<!\s\d)(?<!\s\d\d)"  # not "1." opening a list item
     r"[.!?。！？](?:\s*\[\d{1,3}\])*(?=\s|$)"
 )
+
+# Where a sentence or a line ends, with the space after it (kept with the sentence).
+_SENTENCE_OR_LINE = re.compile(_SENTENCE_END.pattern + r"\s*|\n+")
 
 
 class LoopGuard:
@@ -74,3 +84,23 @@ def cut_loop(text: str, start: int) -> str:
     if ends:
         return head[: ends[-1].end()].rstrip()
     return head.rstrip()
+
+
+def drop_repeated_sentences(text: str) -> str:
+    """``text`` without the sentences (or lines) it already said, compared word for word.
+
+    Case, punctuation, articles and citation markers are ignored in the comparison, so
+    "It rains [1]." again as "it rains [2]" is a repeat too.
+    """
+    kept: list[str] = []
+    seen: set[tuple[str, ...]] = set()
+    start = 0
+    for end in [*(m.end() for m in _SENTENCE_OR_LINE.finditer(text)), len(text)]:
+        piece = text[start:end]
+        start = end
+        key = tuple(tokens(piece))
+        if len(key) >= REPEATED_SENTENCE_WORDS and key in seen:
+            continue
+        seen.add(key)
+        kept.append(piece)
+    return "".join(kept).rstrip()

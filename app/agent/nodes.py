@@ -25,7 +25,7 @@ from app.agent.citations import (
 )
 from app.agent.context import Context
 from app.agent.evidence import weigh
-from app.agent.loops import LoopGuard, cut_loop
+from app.agent.loops import LoopGuard, cut_loop, drop_repeated_sentences
 from app.agent.state import Message, State
 from app.agent.understanding import SMALL_TALK, is_personal_statement, parse_understanding
 from app.store.records import ChunkData, TurnRecord, says_not_in_documents
@@ -249,6 +249,7 @@ async def generate(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     if looped is not None:
         logger.info("turn %s: the answer started to loop; it was stopped", ctx.turn_id)
         answer = cut_loop(answer, looped)
+    answer = drop_repeated_sentences(answer)
     clean = drop_dangling(answer, len(state.chunks))
     sources = cited_sources(clean, state.chunks)
     if not sources and state.chunks and not error and not says_not_in_documents(clean):

@@ -25,6 +25,11 @@ ANSWER = "Water boils at 100 degrees Celsius at sea level [1]. See also [7]."
 UNCITED = "Ice melts at 0 degrees Celsius. I hope that helps!"
 # What a small model also writes: an answer no source says a word of, citing nothing.
 MADE_UP = "The moon is made of green cheese, according to ancient legends."
+# What a small model also does: say a whole sentence again.
+TWICE = (
+    "Ice melts at 0 degrees Celsius [1]. It turns into water. "
+    "Ice melts at 0 degrees Celsius [1]. It turns into water."
+)
 # What a small model sometimes does: a good start, then one phrase until max_tokens.
 LOOPING = "Yes, water boils at 100 degrees Celsius [1]. " + "It is very hot and " * 2000
 
@@ -53,6 +58,8 @@ def build(slow: bool) -> FastAPI:
             if "whether a passage answers" in system
             else MADE_UP
             if "please" in asked
+            else TWICE
+            if "exactly" in asked
             else UNCITED
             if "melt" in asked
             else LOOPING

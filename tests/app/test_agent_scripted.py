@@ -152,19 +152,36 @@ def test_an_answer_without_markers_gets_citations_attached(scripted: tuple[Api, 
     assert [(s["number"], s["origin"]) for s in stored] == [(1, "model")]
 
 
-def test_an_answer_no_source_supports_is_declined(scripted: tuple[Api, str]) -> None:
+def test_an_answer_no_source_supports_is_declined_when_asked_to(
+    scripted: tuple[Api, str], tmp_path: Path
+) -> None:
+    question = "When does ice melt, please?"  # the model makes something up, citing nothing
     api, key = scripted
     with httpx.Client(timeout=60) as client:
-        events = chat_stream(client, api.url, key, "When does ice melt, please?")
-    done = events[-1][1]
-    # The model made something up and cited nothing; no passage says any of it.
-    assert done["answer"] == prompts.NOT_SUPPORTED
-    assert not [s for s in events[-2][1]["sources"] if s["cited"]]
-    row = turn_row(api, done["turn_id"])
+        kept = chat_stream(client, api.url, key, question)[-1][1]
+    # Off by default: the answer stands, uncited.
+    assert "green cheese" in kept["answer"]
+    with (
+        scripted_stack(tmp_path, "fred", AGENT_DECLINE_UNGROUNDED="true") as (api, key),
+        httpx.Client(timeout=60) as client,
+    ):
+        events = chat_stream(client, api.url, key, question)
+        done = events[-1][1]
+        assert done["answer"] == prompts.NOT_SUPPORTED
+        assert not [s for s in events[-2][1]["sources"] if s["cited"]]
+        row = turn_row(api, done["turn_id"])
     assert row["answer"] == prompts.NOT_SUPPORTED
     # Declined after the model answered, not on the evidence before it was asked.
     assert "green cheese" in "".join(d["text"] for kind, d in events if kind == "token")
     assert row["messages"] not in (None, "[]", [])
+
+
+def test_a_sentence_said_twice_is_kept_once(scripted: tuple[Api, str]) -> None:
+    api, key = scripted
+    with httpx.Client(timeout=60) as client:
+        done = chat_stream(client, api.url, key, "When exactly does ice melt?")[-1][1]
+    assert done["answer"] == "Ice melts at 0 degrees Celsius [1]. It turns into water."
+    assert turn_row(api, done["turn_id"])["answer"] == done["answer"]
 
 
 def test_an_answer_that_starts_to_loop_is_stopped(scripted: tuple[Api, str]) -> None:

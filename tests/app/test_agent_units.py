@@ -15,7 +15,7 @@ from app.agent.citations import (
 )
 from app.agent.context import Context
 from app.agent.evidence import covers_question, evidence
-from app.agent.loops import cut_loop, loop_start
+from app.agent.loops import cut_loop, drop_repeated_sentences, loop_start
 from app.agent.nodes import build_prompt
 from app.agent.state import State, append_messages
 from app.agent.understanding import SMALL_TALK, is_personal_statement, parse_understanding
@@ -234,6 +234,18 @@ def test_a_looping_answer_is_cut_at_its_last_sentence_before_the_loop() -> None:
     assert start is not None
     assert cut_loop(counting, start) == "1. The Flash Age Rating [1]"
     assert cut_loop("It rains. " + counting, start + 10) == "It rains."
+
+
+def test_a_sentence_or_line_said_again_is_dropped() -> None:
+    said = "The British retreated when they saw the defenses [1]. "
+    assert drop_repeated_sentences(said + said.replace("[1]", "[2]")) == said.strip()
+    listed = "The Girl with the Dragon Tattoo [1]\n\nThe Girl with the Dragon Tattoo [1]\n\nMore."
+    assert drop_repeated_sentences(listed) == "The Girl with the Dragon Tattoo [1]\n\nMore."
+    # Short sayings may be meant, and different sentences stay.
+    assert drop_repeated_sentences("Yes. Yes. It rains.") == "Yes. Yes. It rains."
+    assert drop_repeated_sentences("It rains in May. It rains in June.") == (
+        "It rains in May. It rains in June."
+    )
 
 
 def test_a_phrase_said_twice_or_a_list_is_not_a_loop() -> None:
