@@ -103,7 +103,9 @@ def test_the_active_adapter_survives_a_model_server_restart(
             adapter = health.json()["model_server"]["adapter"]
             assert adapter == {"name": "flywheel-v1", "served": False, "error": adapter["error"]}
             shutil.move(moved, row.path)
-            assert http.get(f"{api.url}/health").status_code == 200
+            # Back in place, the next check loads it (the checks run every ADAPTER_CHECK_S;
+            # on a busy machine one may still be under way when the files return).
+            wait_until(lambda: http.get(f"{api.url}/health").status_code == 200, 60)
 
         # The trainer's promote of the active version loads it again after a restart (the
         # API is stopped first, so that its own check cannot be what loaded it).
