@@ -251,7 +251,8 @@ def train(stack: Stack, recipe: str, overrides: list[str]) -> dict[str, Any]:
         text=True,
     )
     seconds = time.perf_counter() - start
-    (stack.work / "trainer.log").open("a").write(done.stdout + done.stderr)
+    with (stack.work / "trainer.log").open("a") as log:
+        log.write(done.stdout + done.stderr)
     match = re.search(r"^run: (.+)$", done.stdout, re.MULTILINE)
     report: dict[str, Any] = {}
     if match and (Path(match.group(1)) / "report.json").is_file():

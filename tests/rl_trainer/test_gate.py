@@ -111,13 +111,22 @@ def test_judge_agreement_with_thumbs_counts_turns_with_both(db: Database) -> Non
     assert agreement["turns"] == 3 and agreement["agreement"] == pytest.approx(2 / 3)
 
 
-def test_heldout_rows_carry_the_users_feedback(db: Database, tmp_path: Path) -> None:
+def rows_after_feedback(db: Database, out: Path, heldout: bool) -> dict[str, dict[str, Any]]:
+    """GRPO rows by question after three rated turns: corrected, a good decline, a 👎.
+
+    All held out (``heldout``) or all trained on.
+    """
     user = add_user(db, "ana")
     add_turn(db, user, "q1?", "no idea", rating=-1, corrected="[1] At 100 C.")
     add_turn(db, user, "q2?", "I could not find that in your documents.", rating=1)
     add_turn(db, user, "q3?", "[1] Paris.", rating=-1)
-    snap = build_data(db, Recipe(algo="grpo", heldout_fraction=0.99), tmp_path / "s")
-    rows = {r["prompt"][-1]["content"].rsplit("Question: ", 1)[-1]: r for r in snap.heldout}
+    snap = build_data(db, Recipe(algo="grpo", heldout_fraction=0.99 if heldout else 0.0), out)
+    rows = snap.heldout if heldout else snap.train
+    return {r["prompt"][-1]["content"].rsplit("Question: ", 1)[-1]: r for r in rows}
+
+
+def test_heldout_rows_carry_the_users_feedback(db: Database, tmp_path: Path) -> None:
+    rows = rows_after_feedback(db, tmp_path / "s", heldout=True)
     assert rows["q1?"]["corrected"] == "[1] At 100 C." and rows["q1?"]["answerable"] is True
     assert rows["q2?"]["answerable"] is False and rows["q2?"]["rating"] == 1.0
     assert rows["q3?"]["answerable"] is None and rows["q3?"]["rating"] == 0.0
@@ -126,12 +135,7 @@ def test_heldout_rows_carry_the_users_feedback(db: Database, tmp_path: Path) -> 
 def test_grpo_training_rows_carry_what_the_verifiable_rewards_read(
     db: Database, tmp_path: Path
 ) -> None:
-    user = add_user(db, "ana")
-    add_turn(db, user, "q1?", "no idea", rating=-1, corrected="[1] At 100 C.")
-    add_turn(db, user, "q2?", "I could not find that in your documents.", rating=1)
-    add_turn(db, user, "q3?", "[1] Paris.", rating=-1)
-    snap = build_data(db, Recipe(algo="grpo", heldout_fraction=0.0), tmp_path / "s")
-    rows = {r["prompt"][-1]["content"].rsplit("Question: ", 1)[-1]: r for r in snap.train}
+    rows = rows_after_feedback(db, tmp_path / "s", heldout=False)
     assert rows["q1?"]["answer"] == "[1] At 100 C." and rows["q1?"]["answerable"] is True
     assert rows["q2?"]["answer"] is None and rows["q2?"]["answerable"] is False
     assert rows["q3?"]["answer"] is None and rows["q3?"]["answerable"] is None
