@@ -14,7 +14,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from app.store.adapters import active_adapter
+from app.store.loop import serving_versions
 from backend.errors import ModelServerError
 
 if TYPE_CHECKING:
@@ -33,19 +33,24 @@ class AdapterState:
 
 
 async def ensure_active_adapter(services: Services) -> AdapterState:
-    """Load the store's active adapter into the model server if it is missing."""
-    active = await asyncio.to_thread(active_adapter, services.db)
+    """Load the store's active adapter (and a canary on trial) into the server if missing."""
+    active, canary = await asyncio.to_thread(serving_versions, services.db)
+    if canary is not None:
+        await _ensure_loaded(services, canary.served_name, canary.path)
     if active is None:
         return AdapterState(None, True)
-    name = active.served_name
+    return await _ensure_loaded(services, active.served_name, active.path)
+
+
+async def _ensure_loaded(services: Services, name: str, path: str) -> AdapterState:
     try:
         if name in {m.id for m in await services.client.list_models()}:
             return AdapterState(name, True)
-        await services.client.load_adapter(name, active.path)
+        await services.client.load_adapter(name, path)
     except ModelServerError as exc:
-        logger.error("the active adapter %s is not served and could not be loaded: %s", name, exc)
+        logger.error("the adapter %s is not served and could not be loaded: %s", name, exc)
         return AdapterState(name, False, str(exc))
-    logger.warning("the model server had lost the active adapter %s: loaded it again", name)
+    logger.warning("the model server had lost the adapter %s: loaded it again", name)
     return AdapterState(name, True)
 
 

@@ -18,11 +18,12 @@ from app.active_adapter import ensure_active_adapter, watch_active_adapter
 from app.agent.context import Context
 from app.agent.graph import compile_graph
 from app.api.rate_limits import RateLimits
+from app.canary import pick_arm
 from app.llm import ServedModel
 from app.settings import AppSettings
 from app.store import Database, open_database
-from app.store.adapters import active_adapter
 from app.store.documents import fail_interrupted
+from app.store.loop import serving_versions
 from app.store.threads import save_turn
 from backend.client import AsyncModelClient
 
@@ -70,11 +71,11 @@ class Services:
         self, *, user_id: str, thread_id: str, turn_id: str, collection: str | None
     ) -> Context:
         """The agent's context for one turn, with the adapter now active."""
+        arm: str | None = None
         if self.pinned_model is not None:
             served = self.pinned_model or None
         else:
-            adapter = active_adapter(self.db)
-            served = adapter.served_name if adapter is not None else None
+            served, arm = pick_arm(user_id, *serving_versions(self.db))
         s = self.settings
         return Context(
             user_id=user_id,
@@ -84,6 +85,7 @@ class Services:
             model=served or self.base_model,
             base_model=self.base_model,
             adapter_version=served,
+            arm=arm,
             retriever=self.retriever,
             memory=self.memory,
             collection=collection,

@@ -37,6 +37,7 @@ import json
 import logging
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -348,6 +349,8 @@ def main() -> int:
     yes = [i for i in pool if i.answerable]
     no = [i for i in pool if not i.answerable]
     order = [i for pair in zip(yes, no, strict=False) for i in pair]
+    # A TERM (kill, a CI timeout) unwinds like Ctrl-C, so the servers below are stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     work = args.work or Path(tempfile.mkdtemp(prefix="flywheel-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     stack = start_stack(work, args.model)

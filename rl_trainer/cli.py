@@ -32,7 +32,12 @@ def _overrides(pairs: list[str]) -> dict[str, Any]:
         key, sep, value = pair.partition("=")
         if not sep:
             raise ValueError(f"--set {pair!r}: expected key=value")
-        out[key.strip()] = yaml.safe_load(value)
+        parsed = yaml.safe_load(value)
+        if isinstance(parsed, str):
+            # YAML 1.1 reads "2e-4" (no dot) as a string; a number was meant.
+            with contextlib.suppress(ValueError):
+                parsed = float(parsed)
+        out[key.strip()] = parsed
     return out
 
 
@@ -54,6 +59,37 @@ def _rows(rows: dict[str, Any] | None) -> str:
         return "trained=?"
     dropped = ", ".join(f"{k}: {n}" for k, n in sorted((rows.get("dropped") or {}).items()))
     return f"trained={rows['kept']}/{rows['given']} dropped={{{dropped}}}"
+
+
+def _stop_on_signals(stop: Any) -> None:
+    """SIGTERM/SIGINT end the online loop after its current step (compose stops with TERM)."""
+    import signal
+
+    def handler(signum: int, _frame: Any) -> None:
+        logger.info("signal %d: the online loop stops after its current step", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def _loop_line(loop: dict[str, Any]) -> str:
+    """``online loop: waiting (holder ...); last round ...; next round ...``."""
+    parts = [f"online loop: {loop['state']}"]
+    if loop.get("paused_reason"):
+        parts.append(f"paused: {loop['paused_reason']}")
+    last = loop.get("last_round") or {}
+    if last.get("status"):
+        parts.append(
+            f"last round {last['status']} (started {last.get('started_at')}): {last.get('message')}"
+        )
+    parts.append(
+        f"next round: at {loop['min_signals']} new signals ({loop['new_signals']} now)"
+        f" or at {loop.get('next_round_at') or '-'}"
+    )
+    if loop.get("canary"):
+        parts.append(f"canary: {loop['canary']}")
+    return "; ".join(parts)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -100,6 +136,9 @@ def parser() -> argparse.ArgumentParser:
     add("rollback", "switch back to the previously active version", recipe=False)
     cmd = add("run", "judge, build-data, train, publish, gate, then promote or reject", algo=True)
     cmd.add_argument("--skip-judge", action="store_true", help="use existing judgments only")
+    cmd = add("online", "train, gate and canary by itself as signals arrive (runs until stopped)")
+    cmd.add_argument("--max-rounds", type=int, default=None, help="stop after this many rounds")
+    cmd.add_argument("--once", action="store_true", help="look at the store once, then stop")
     cmd = add("status", "adapter versions, what serves, what the server has loaded", recipe=False)
     cmd.add_argument("--json", action="store_true")
     return p
@@ -157,6 +196,14 @@ def dispatch(args: argparse.Namespace, write: Callable[[str], None]) -> int:
         elif args.command == "run":
             report = pipeline.run(ws, _recipe(args), skip_judge=args.skip_judge)
             write(report.text())
+        elif args.command == "online":
+            from rl_trainer.online import OnlineLoop
+
+            recipe = load_recipe(args.recipe or ws.settings.online_recipe, **_overrides(args.set))
+            loop = OnlineLoop(ws, recipe)
+            _stop_on_signals(loop.stop)
+            loop.run(max_rounds=0 if args.once else args.max_rounds)
+            write(f"online loop stopped after {loop.rounds} rounds")
         elif args.command == "status":
             state = pipeline.status(ws)
             if args.json:
@@ -169,6 +216,7 @@ def dispatch(args: argparse.Namespace, write: Callable[[str], None]) -> int:
                         f"win_rate={v['gate_win_rate']} train_turns={v['train_turns']} "
                         f"{_rows(v['training_rows'])} loaded={v['loaded']}"
                     )
+                write(_loop_line(state["loop"]))
                 if state["server_error"]:
                     write(f"model server: {state['server_error']}")
     return 0

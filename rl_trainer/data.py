@@ -140,9 +140,17 @@ def cap_per_user(signals: list[Signal], cap: int, counts: dict[str, int]) -> lis
 
 
 def collect_signals(
-    db: Database, recipe: Recipe, judge_model: str | None, counts: dict[str, int]
+    db: Database,
+    recipe: Recipe,
+    judge_model: str | None,
+    counts: dict[str, int],
+    stale: frozenset[str | None] = frozenset(),
 ) -> list[Signal]:
-    """Turns worth learning from, each with its (capped) signal; ``counts`` says what fell out."""
+    """Turns worth learning from, each with its (capped) signal; ``counts`` says what fell out.
+
+    Turns answered by a version in ``stale`` (None: the base model) are skipped: on-policy
+    methods learn little from answers of a policy several versions behind.
+    """
     untrusted, shared, turns, feedback = training_signals(db)
     counted = counted_ratings(feedback, untrusted, recipe.max_ratings_per_user_per_day, counts)
     signals: list[Signal] = []
@@ -150,6 +158,9 @@ def collect_signals(
         counts["turns_seen"] += 1
         if turn.user_id in untrusted:
             counts["untrusted"] += 1
+            continue
+        if stale and turn.adapter_version in stale:
+            counts["stale"] += 1
             continue
         if turn.error or not turn.answer or not turn.messages:
             counts["failed_or_empty"] += 1
@@ -435,6 +446,7 @@ def build_data(
     judge_model: str | None = None,
     dataset_path: Path | None = None,
     sampler: Any = None,
+    stale: frozenset[str | None] = frozenset(),
 ) -> Snapshot:
     """Snapshot the recipe's dataset from the store (or ``dataset_path``) into ``out``.
 
@@ -445,6 +457,7 @@ def build_data(
         judge_model: only judgments by this judge count (None: any judge).
         dataset_path: a ``{question, answer}`` JSONL used instead of the store (GRPO).
         sampler: ``(client, model, judge)`` for fresh DPO pairs when ``recipe.fresh_pairs``.
+        stale: versions (served names; None: the base) whose turns are too old to train on.
 
     Raises:
         DataError: one of several users holds more than ``recipe.max_user_share`` of the
@@ -458,7 +471,7 @@ def build_data(
         counts.update(dataset_rows=len(rows), train=len(train), heldout=len(heldout))
         snapshot = Snapshot(out, recipe.algo, train, heldout, dict(counts), {})
         return write_snapshot(snapshot)
-    signals = collect_signals(db, recipe, judge_model, counts)
+    signals = collect_signals(db, recipe, judge_model, counts, stale)
     train_signals, held_signals = split_by_thread(signals, recipe.heldout_fraction)
     if recipe.algo == "dpo":
         train_rows = dpo_rows(train_signals, recipe, sampler, counts)

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 from app.store.adapters import active_adapter, list_adapters
 from app.store.db import Database, open_database
+from app.store.loop import lock_alive, loop_phase, loop_state, new_signals, serving_versions
 from app.store.models import AdapterStatus, AdapterVersion
 from backend.client import ModelClient
 from backend.errors import ModelServerError
@@ -160,8 +161,10 @@ def judge_step(ws: Workspace, recipe: Recipe, limit: int | None = None) -> Judge
     return judge_turns(ws.db, ws.judge(recipe), limit=limit)
 
 
-def build_data_step(ws: Workspace, recipe: Recipe, out: Path) -> Snapshot:
-    """Snapshot the recipe's dataset into ``out``."""
+def build_data_step(
+    ws: Workspace, recipe: Recipe, out: Path, stale: frozenset[str | None] = frozenset()
+) -> Snapshot:
+    """Snapshot the recipe's dataset into ``out`` (skipping turns of ``stale`` versions)."""
     dataset = None
     if recipe.dataset_path is not None:
         dataset = Path(recipe.dataset_path)
@@ -189,6 +192,7 @@ def build_data_step(ws: Workspace, recipe: Recipe, out: Path) -> Snapshot:
         judge_model=judge.model if judge is not None else None,
         dataset_path=dataset,
         sampler=sampler,
+        stale=stale,
     )
 
 
@@ -299,7 +303,9 @@ class Report:
     metrics: dict[str, Any] = field(default_factory=dict)
     candidate: str | None = None
     gate: dict[str, Any] | None = None
+    tripped: list[dict[str, Any]] = field(default_factory=list)  # training monitors
     promoted: bool = False
+    canary: float | None = None  # the share of users the candidate serves on trial
     serving: str = ""
 
     def to_dict(self) -> dict[str, Any]:
@@ -322,6 +328,10 @@ class Report:
             lines.append("training: " + ", ".join(f"{k}={v:.4g}" for k, v in self.metrics.items()))
         if self.gate is not None:
             lines.append(gate_text(self.gate))
+        for trip in self.tripped:
+            lines.append(f"monitor tripped: {trip.get('message')}")
+        if self.canary is not None:
+            lines.append(f"canary: {self.candidate} serves {self.canary:.0%} of users on trial")
         lines.append(f"promoted: {'yes' if self.promoted else 'no'}; serving now: {self.serving}")
         return "\n".join(lines)
 
@@ -346,15 +356,29 @@ def _timed(report: Report, stage: str, fn: Callable[[], T]) -> T:
         report.stages_s[stage] = round(time.perf_counter() - start, 2)
 
 
-def run(ws: Workspace, recipe: Recipe, *, skip_judge: bool = False) -> Report:
-    """Run judge -> build-data -> train -> publish -> gate -> promote or reject; then report."""
+def run(
+    ws: Workspace,
+    recipe: Recipe,
+    *,
+    skip_judge: bool = False,
+    canary_share: float | None = None,
+    stale: frozenset[str | None] = frozenset(),
+) -> Report:
+    """Run judge -> build-data -> train -> publish -> gate -> promote or reject; then report.
+
+    With ``canary_share``, a candidate that passes the gate goes on canary trial for that
+    share of users instead of being promoted (the online loop decides it later). A
+    training monitor that trips stops training; nothing is published then.
+    """
     run_dir = ws.new_run_dir(recipe.algo)
     (run_dir / "recipe.json").write_text(json.dumps(recipe.to_dict(), indent=2))
     report = Report(str(run_dir))
     if not skip_judge and recipe.dataset_path is None:
         stats = _timed(report, "judge", lambda: judge_step(ws, recipe))
         report.judged = dict(vars(stats))
-    snapshot = _timed(report, "build_data", lambda: build_data_step(ws, recipe, run_dir / "data"))
+    snapshot = _timed(
+        report, "build_data", lambda: build_data_step(ws, recipe, run_dir / "data", stale)
+    )
     report.data = dict(snapshot.counts)
     report.users = dict(snapshot.user_shares)
     try:
@@ -364,6 +388,11 @@ def run(ws: Workspace, recipe: Recipe, *, skip_judge: bool = False) -> Report:
             report.training_rows = json.loads((run_dir / FIT_FILE).read_text())
         _write_report(run_dir, report)
     report.metrics = _metrics(result.metrics)
+    report.tripped = list(result.tripped)
+    if report.tripped:
+        report.serving = ws.serving()
+        _write_report(run_dir, report)
+        return report
     row = _timed(
         report,
         "publish",
@@ -383,7 +412,10 @@ def run(ws: Workspace, recipe: Recipe, *, skip_judge: bool = False) -> Report:
         reject(ws, row, f"the gate could not run: {exc}")
         raise
     report.gate = verdict.to_dict()
-    if verdict.passed:
+    if verdict.passed and canary_share is not None:
+        _timed(report, "canary", lambda: pub.start_canary(ws.db, ws.client, row, canary_share))
+        report.canary = canary_share
+    elif verdict.passed:
         _timed(report, "promote", lambda: pub.promote(ws.db, ws.client, row))
         report.promoted = True
     else:
@@ -430,7 +462,29 @@ def status(ws: Workspace) -> dict[str, Any]:
     active = active_adapter(ws.db)
     return {
         "active": active.served_name if active is not None else None,
+        "loop": loop_status(ws),
         "versions": versions,
         "server_loaded": loaded,
         "server_error": server,
+    }
+
+
+def loop_status(ws: Workspace) -> dict[str, Any]:
+    """The online loop as ``rl-trainer status`` shows it."""
+    state = loop_state(ws.db)
+    _, canary = serving_versions(ws.db)
+    alive = lock_alive(state)
+    return {
+        "state": loop_phase(state, canary is not None),
+        "holder": state.holder if alive else None,
+        "paused_reason": state.paused_reason,
+        "last_round": {
+            "status": state.round_status,
+            "started_at": state.round_started_at.isoformat() if state.round_started_at else None,
+            "message": state.round_message,
+        },
+        "new_signals": new_signals(ws.db, state.signals_since),
+        "min_signals": ws.settings.online_min_signals,
+        "next_round_at": state.next_round_at.isoformat() if state.next_round_at else None,
+        "canary": canary.served_name if canary is not None else None,
     }

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from app.store import adapters as adapters_store
+from app.store import loop as loop_store
 from app.store.db import Database
 from app.store.models import AdapterStatus, AdapterVersion
 from backend.client import ModelClient
@@ -239,6 +240,43 @@ def promote(
         logger.warning("promoted %s although %s (--force)", row.served_name, refused)
     logger.info("promoted %s: new turns use it", row.served_name)
     return row
+
+
+def start_canary(
+    db: Database, client: ModelClient, row: AdapterVersion, share: float
+) -> AdapterVersion:
+    """Load a gated candidate, check it answers, then let it serve ``share`` of users on trial.
+
+    The active version keeps serving everyone else; :func:`promote` or :func:`stop_canary`
+    ends the trial.
+    """
+    refused = rejection(row)
+    if refused is not None:
+        raise PublishError(f"{row.served_name} cannot go on canary trial: {refused}")
+    _, running = loop_store.serving_versions(db)
+    if running is not None and running.id != row.id:
+        raise PublishError(
+            f"{running.served_name} is on canary trial already: promote or roll it back first"
+        )
+    try:
+        ensure_loaded(client, row)
+    except ModelServerError as exc:
+        raise PublishError(f"could not load {row.served_name} from {row.path}: {exc}") from exc
+    check_answers(client, row.served_name)
+    loop_store.start_canary(db, row.id, share)
+    row.status = AdapterStatus.canary
+    logger.info("%s serves %.0f%% of users on canary trial", row.served_name, share * 100)
+    return row
+
+
+def stop_canary(db: Database, client: ModelClient, row: AdapterVersion) -> None:
+    """End a canary trial by rejecting the version; everyone gets the active one again."""
+    adapters_store.set_status(db, row.id, AdapterStatus.rejected)
+    row.status = AdapterStatus.rejected
+    try:  # frees the server's memory; nothing routes to it any more
+        client.unload_adapter(row.served_name)
+    except ModelServerError as exc:
+        logger.warning("could not unload %s: %s", row.served_name, exc)
 
 
 def rollback(db: Database, client: ModelClient, name: str) -> AdapterVersion | None:

@@ -60,6 +60,60 @@ class TrainerSettings(BaseSettings):
         alias="DATASETS_DIR",
         description="Where recipes' relative dataset paths (e.g. gsm8k/train.jsonl) resolve.",
     )
+    # The online loop (``rl-trainer online``) and its canary trials.
+    online_recipe: str | None = Field(
+        None, alias="ONLINE_RECIPE", description="Recipe of each online round (bundled or path)."
+    )
+    online_min_signals: int = Field(
+        20, ge=1, alias="ONLINE_MIN_SIGNALS", description="New ratings that start a round."
+    )
+    online_interval_s: float = Field(
+        3600.0,
+        gt=0,
+        alias="ONLINE_INTERVAL_S",
+        description="A round also starts this long after the last one, if any signal arrived.",
+    )
+    online_poll_s: float = Field(
+        10.0, gt=0, alias="ONLINE_POLL_S", description="How often the loop looks at the store."
+    )
+    online_max_staleness: int = Field(
+        2,
+        ge=0,
+        alias="ONLINE_MAX_STALENESS",
+        description="Skip turns answered by versions more than this many versions old.",
+    )
+    online_lock_ttl_s: float = Field(
+        60.0, gt=0, alias="ONLINE_LOCK_TTL_S", description="A dead trainer's lock lapses after."
+    )
+    canary_share: float = Field(
+        0.2, gt=0, le=1, alias="CANARY_SHARE", description="Share of users a canary serves."
+    )
+    canary_min_rated: int = Field(
+        20, ge=1, alias="CANARY_MIN_RATED", description="Rated canary turns before promoting."
+    )
+    canary_max_rated: int = Field(
+        100,
+        ge=1,
+        alias="CANARY_MAX_RATED",
+        description="Rated canary turns after which an undecided trial is rolled back.",
+    )
+    canary_alpha: float = Field(
+        0.05, gt=0, lt=1, alias="CANARY_ALPHA", description="Significance of 'canary is worse'."
+    )
+    canary_margin: float = Field(
+        0.05,
+        ge=0,
+        le=1,
+        alias="CANARY_MARGIN",
+        description="Thumbs-down rate a canary may exceed control's by and still be promoted.",
+    )
+    canary_max_error_rise: float = Field(
+        0.05,
+        ge=0,
+        le=1,
+        alias="CANARY_MAX_ERROR_RISE",
+        description="Error-rate rise that rolls back.",
+    )
 
     @property
     def db_url(self) -> str:

@@ -7,6 +7,11 @@ fresh or from the active adapter, and with peft the reference model for the KL t
 the base with the adapter disabled, so no second copy of the model is loaded. Metrics go
 to TensorBoard and a JSONL file in the run directory; TRL's progress bar shows on the
 console.
+
+Monitors (:mod:`rl_trainer.kl_control`) watch the logged KL and completion length and
+stop the run when one crosses its limit; the result's ``tripped`` and ``monitors.json``
+say which, so the caller can refuse to publish. An adaptive KL coefficient is on when
+the recipe sets ``kl_target``.
 """
 
 from __future__ import annotations
@@ -21,12 +26,14 @@ from typing import Any
 from rl_trainer.config import Recipe
 from rl_trainer.data import DataError, Snapshot
 from rl_trainer.fit import FitReport, fit_rows, nothing_left
+from rl_trainer.monitors import MonitorLimits
 from rl_trainer.rewards import build_rewards
 
 logger = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.jsonl"
 FIT_FILE = "fit.json"  # what fitting to max_length kept and dropped (beside adapter/)
+MONITORS_FILE = "monitors.json"  # the training monitors' limits and trips
 DPO_COLUMNS = ("prompt", "chosen", "rejected")
 GRPO_COLUMNS = ("prompt", "num_sources", "answerable", "answer")
 
@@ -41,6 +48,9 @@ class TrainResult:
     step_times: list[float] = field(default_factory=list)
     model: Any = None  # the trained peft model, still in memory
     fit: FitReport | None = None  # the rows trained on, counted
+    # Monitors that stopped training (Trip.to_dict()); empty when it ran to max_steps.
+    # An adapter trained until a monitor tripped is saved but should not be published.
+    tripped: list[dict[str, Any]] = field(default_factory=list)
 
 
 def resolve_device(recipe: Recipe) -> str:
@@ -78,6 +88,14 @@ def _callbacks(run_dir: Path, step_times: list[float]) -> tuple[list[Any], Any]:
 
     writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
     return [JsonlMetrics(), StepTimer(), TensorBoardCallback(tb_writer=writer)], writer
+
+
+def training_limits(recipe: Recipe) -> MonitorLimits:
+    """The training monitors' limits from the recipe (0 or None turns one off)."""
+    return MonitorLimits(
+        max_kl=recipe.monitor_max_kl or None,
+        max_length_drift=recipe.monitor_max_length_drift or None,
+    )
 
 
 def common_args(recipe: Recipe, run_dir: Path, device: str) -> dict[str, Any]:
@@ -255,6 +273,9 @@ def train(
     Rows are first fitted to ``recipe.max_length`` (:mod:`rl_trainer.fit`), so TRL never
     drops one silently; what was kept and dropped is in ``result.fit`` and ``fit.json``.
 
+    A monitor crossing its limit stops training early; the adapter is still saved and
+    ``result.tripped`` (and ``run_dir/monitors.json``) says which monitor and why.
+
     Raises:
         ValueError: when the snapshot has no training rows, none fits ``max_length``
             (:class:`DataError`), or it is for another algorithm.
@@ -271,8 +292,17 @@ def train(
         )
     run_dir.mkdir(parents=True, exist_ok=True)
     rows, fit = fit_snapshot(recipe, snapshot.train, base_model, run_dir)
+    from rl_trainer.kl_control import AdaptiveKL, TrainingMonitor
+
     step_times: list[float] = []
     callbacks, writer = _callbacks(run_dir, step_times)
+    limits = training_limits(recipe)
+    monitor = TrainingMonitor(limits)
+    adaptive = None
+    if recipe.kl_target is not None:
+        adaptive = AdaptiveKL(recipe.kl_target, recipe.kl_horizon)
+        callbacks.insert(0, adaptive)  # before the metrics callbacks: they log its new beta
+    callbacks.insert(0, monitor)
     trainer = make_trainer(
         recipe,
         rows,
@@ -283,6 +313,8 @@ def train(
         extra_rewards=extra_rewards,
         callbacks=callbacks,
     )
+    if adaptive is not None:
+        adaptive.bind(trainer)
     logger.info(
         "training %s on %d rows for %d steps (%s)",
         recipe.algo,
@@ -299,4 +331,23 @@ def train(
     steps = [h for h in trainer.state.log_history if "loss" in h]
     metrics = {**(steps[-1] if steps else {}), **output.metrics}  # last step's, then totals
     metrics["mean_step_s"] = sum(step_times) / len(step_times) if step_times else None
-    return TrainResult(adapter_dir, base_model, metrics, step_times, trainer.model, fit)
+    if adaptive is not None:
+        metrics["kl_beta"] = trainer.beta  # where adaptive KL left the coefficient
+    tripped = [trip.to_dict() for trip in monitor.trips]
+    record = {
+        "limits": {"max_kl": limits.max_kl, "max_length_drift": limits.max_length_drift},
+        "baseline_length": monitor.baseline_length,
+        "stopped_at_step": trainer.state.global_step if tripped else None,
+        "trips": tripped,
+    }
+    (run_dir / MONITORS_FILE).write_text(json.dumps(record, indent=2))
+    if tripped:
+        logger.warning(
+            "training stopped at step %d of %d by %s",
+            trainer.state.global_step,
+            recipe.max_steps,
+            ", ".join(t["monitor"] for t in tripped),
+        )
+    return TrainResult(
+        adapter_dir, base_model, metrics, step_times, trainer.model, fit, tripped=tripped
+    )

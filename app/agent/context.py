@@ -79,6 +79,8 @@ class Context:
     """The base model's name, stored with the turn."""
     adapter_version: str | None = None
     """The active adapter's served name, or None when the base model answers."""
+    arm: str | None = None
+    """``canary`` or ``control`` while a canary version is on trial, else None."""
     retriever: Searcher | None = None
     """Document search; None means no documents can be searched."""
     memory: Memories | None = None

@@ -306,6 +306,7 @@ async def store(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
         sources=state.sources,
         model=ctx.base_model,
         adapter_version=ctx.adapter_version,
+        arm=ctx.arm,
         sampling={**ctx.sampling},
         timings=timings,
         prompt_tokens=state.usage.get("prompt_tokens"),

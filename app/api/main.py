@@ -16,6 +16,7 @@ from app.api import (
     documents,
     feedback,
     health,
+    loop,
     memories,
     openai_compat,
     threads,
@@ -85,6 +86,7 @@ def create_app(settings: AppSettings | None = None) -> FastAPI:
         memories,
         health,
         admin,
+        loop,
     ):
         app.include_router(module.router)
     add_turn_error_handlers(app)

@@ -88,6 +88,7 @@ class AdapterStatus(enum.StrEnum):
     """Life cycle of an adapter version; exactly one version at most is ``active``."""
 
     candidate = "candidate"
+    canary = "canary"  # passed the gate; serves a sticky share of users until decided
     active = "active"
     retired = "retired"
     rejected = "rejected"
@@ -150,6 +151,7 @@ class Turn(Base):
     sources: Mapped[list[Any]] = mapped_column(default=list)  # the cited chunks, numbered
     model: Mapped[str | None] = mapped_column(String(256))  # base model name
     adapter_version: Mapped[str | None] = mapped_column(String(256))  # served adapter name
+    arm: Mapped[str | None] = mapped_column(String(16))  # canary | control | None (no canary)
     sampling: Mapped[dict[str, Any]] = mapped_column(default=dict)
     timings: Mapped[dict[str, Any]] = mapped_column(default=dict)  # ms per stage
     prompt_tokens: Mapped[int | None] = mapped_column(Integer)
@@ -241,3 +243,43 @@ class AdapterVersion(Base):
     def served_name(self) -> str:
         """The never-reused name the model server knows this version by."""
         return f"{self.name}-v{self.version}"
+
+
+class LoopState(Base):
+    """The online loop's state: one row (id 1), so it survives restarts of the trainer.
+
+    ``holder``/``lock_expires_at`` is the lock that lets one trainer run at a time; the
+    holder renews it while it works, so a killed trainer's lock lapses by itself.
+    """
+
+    __tablename__ = "loop_state"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    paused: Mapped[bool] = mapped_column(Boolean, default=False)
+    paused_reason: Mapped[str | None] = mapped_column(Text)
+    train_requested: Mapped[bool] = mapped_column(Boolean, default=False)  # "train now"
+    signals_since: Mapped[datetime | None] = mapped_column(UTCDateTime())  # new signals after
+    round_id: Mapped[str | None] = mapped_column(String(64))  # the last round's run directory
+    round_status: Mapped[str | None] = mapped_column(String(16))  # running|done|failed|...
+    round_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    round_finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    round_message: Mapped[str | None] = mapped_column(Text)
+    next_round_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    holder: Mapped[str | None] = mapped_column(String(256))
+    lock_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    settings: Mapped[dict[str, Any]] = mapped_column(default=dict)  # the loop's own, shown
+
+
+class LoopEvent(Base):
+    """One decision of the online loop or an admin, with the figures it was taken on."""
+
+    __tablename__ = "loop_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    version: Mapped[str | None] = mapped_column(String(256))  # served name it concerns
+    actor: Mapped[str] = mapped_column(String(160), default="online")
+    message: Mapped[str] = mapped_column(Text, default="")
+    figures: Mapped[dict[str, Any]] = mapped_column(default=dict)

@@ -90,6 +90,8 @@ class TurnRecord:
     sources: list[SourceData] = field(default_factory=list)
     """The passages the answer cites, with their numbers."""
     adapter_version: str | None = None
+    arm: str | None = None
+    """``canary`` or ``control`` while a canary is on trial."""
     sampling: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     prompt_tokens: int | None = None

@@ -57,14 +57,11 @@ def trainer_env(data_dir: Path, server: ModelServer, model: Path) -> dict[str, s
     }
 
 
-@pytest.fixture(scope="session")
-def stack(
-    model_server: ModelServer, tiny_chat_model: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Stack]:
-    data_dir = tmp_path_factory.mktemp("loop-data")
-    api = start_api(
+def start_loop_api(data_dir: Path, server: ModelServer, **extra: str) -> Api:
+    """The API as the loop tests need it: greedy, short answers from the best source."""
+    return start_api(
         data_dir,
-        model_server.url,
+        server.url,
         AGENT_TEMPERATURE="0",  # greedy: a behaviour change is visible, not sampling noise
         AGENT_MAX_TOKENS="12",
         AGENT_TOP_K="1",
@@ -72,7 +69,16 @@ def stack(
         # as the held-out ones ("Is 2024 special?") are too broad for the evidence check.
         AGENT_MIN_EVIDENCE="0",
         MEMORY_ENABLED="false",
+        **extra,
     )
+
+
+@pytest.fixture(scope="session")
+def stack(
+    model_server: ModelServer, tiny_chat_model: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    data_dir = tmp_path_factory.mktemp("loop-data")
+    api = start_loop_api(data_dir, model_server)
     yield Stack(
         model_server, api, tiny_chat_model, trainer_env(data_dir, model_server, tiny_chat_model)
     )
