@@ -47,6 +47,10 @@ def services() -> list[Service]:
             app.ui_url,
         ),
     ]
+    if app.online_training:  # opt-in: the loop trains on this machine's CPU or GPU
+        candidates.append(
+            Service("trainer", "rl_trainer.online", f"{py} -m rl_trainer.cli online", "")
+        )
     if backend.model_server_url:  # an external server (vLLM) is configured: start none
         candidates = candidates[1:]
     return [s for s in candidates if importlib.util.find_spec(s.module) is not None]
@@ -68,7 +72,7 @@ def ensure_admin() -> str | None:
         db.close()
 
 
-LABELS = {"model": "Model server", "api": "API", "ui": "UI"}
+LABELS = {"model": "Model server", "api": "API", "ui": "UI", "trainer": "Online trainer"}
 
 
 def main() -> None:
@@ -80,7 +84,7 @@ def main() -> None:
         raise SystemExit(1)
     key = ensure_admin() if any(s.name == "api" for s in found) else None
     for service in found:
-        logger.info("%s: %s", LABELS[service.name], service.url)
+        logger.info("%s: %s", LABELS[service.name], service.url or "on (see the Model page)")
     if key:
         logger.info("API key: %s", key)
         logger.info("(the admin's key is shown this once; make more with: python -m app.users)")

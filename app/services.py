@@ -20,6 +20,7 @@ from app.agent.graph import compile_graph
 from app.api.rate_limits import RateLimits
 from app.canary import pick_arm
 from app.llm import ServedModel
+from app.loop_metrics import watch_store
 from app.settings import AppSettings
 from app.store import Database, open_database
 from app.store.documents import fail_interrupted
@@ -175,6 +176,7 @@ async def open_services(settings: AppSettings) -> AsyncIterator[Services]:
     async with AsyncExitStack() as stack:
         db = open_database(settings.db_url)
         stack.callback(db.close)
+        watch_store(db)  # /metrics reports the online loop from this store
         if interrupted := await asyncio.to_thread(fail_interrupted, db):
             logger.warning(
                 "%d document(s) were ingesting when the API stopped: failed", interrupted

@@ -113,6 +113,11 @@ class AppSettings(BaseSettings):
     model_wait_s: float = Field(
         600.0, alias="MODEL_WAIT_S", ge=0, description="How long the API waits for the model."
     )
+    online_training: bool = Field(
+        False,
+        alias="ONLINE_TRAINING",
+        description="make run also starts `rl-trainer online` (the loop trains by itself).",
+    )
     adapter_check_s: float = Field(
         10.0,
         alias="ADAPTER_CHECK_S",

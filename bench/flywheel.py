@@ -210,7 +210,7 @@ def ask_and_rate(
     stack: Stack,
     keys: list[str],
     items: list[EvalItem],
-    doc_ids: dict[str, str],
+    doc_ids: dict[str, dict[str, str]],
     poisoned: bool,
 ) -> dict[str, int]:
     """One round of use: each item asked by one of the users and rated by the rule."""
@@ -224,7 +224,7 @@ def ask_and_rate(
             counts["errors"] += 1
             logger.warning("question %s failed: %s", item.id, body.get("error"))
             continue
-        gold = {doc_ids.get(g) for g in item.gold_documents}
+        gold = {doc_ids[key].get(g) for g in item.gold_documents}
         gold_number = next(
             (s["number"] for s in body.get("sources") or [] if s.get("document_id") in gold), None
         )
@@ -277,6 +277,34 @@ def evaluate(stack: Stack, dataset: Path, adapter: str, limit: int | None) -> di
         subprocess.run(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, check=True)
     figures: dict[str, Any] = json.loads(out.read_text())["figures"]
     return figures
+
+
+def record_eval(
+    stack: Stack, served: str, dataset: str, figs: dict[str, Any], base: dict[str, Any]
+) -> None:
+    """Keep a promoted version's eval figures, and the base's, in its manifest.
+
+    The Model page charts them over versions.
+    """
+    from app.store import open_database
+    from rl_trainer.publish import get_version, update_manifest
+
+    db = open_database(f"sqlite:///{stack.work / 'store' / 'flywheel.db'}")
+    try:
+        row = get_version(db, served.rsplit("-v", 1)[0], served)
+        update_manifest(
+            db,
+            row,
+            eval={
+                "dataset": dataset,
+                "pool": "eval",
+                "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "figures": figs,
+                "base": base,
+            },
+        )
+    finally:
+        db.close()
 
 
 def serving(stack: Stack) -> str:
@@ -358,7 +386,8 @@ def main() -> int:
     try:
         with httpx.Client(timeout=900) as client:
             keys = [create_user(stack, f"user{n}") for n in range(args.users)]
-            doc_ids = upload(client, stack, keys[0], data)
+            # Each user uploads the passages: retrieval only searches a user's own documents.
+            doc_ids = {key: upload(client, stack, key, data) for key in keys}
             base = evaluate(stack, args.dataset, "none", args.eval_limit)
             logger.info("base model on the evaluation pool: %s", base)
             plan = [False] * args.rounds + ([True] if args.poisoned_round else [])
@@ -373,6 +402,8 @@ def main() -> int:
                 report = train(stack, args.recipe, overrides)
                 now = serving(stack)
                 figs = evaluate(stack, args.dataset, now, args.eval_limit)
+                if now not in ("none", before):
+                    record_eval(stack, now, args.dataset.name, figs, base)
                 row = {
                     "round": number,
                     "poisoned": poisoned,

@@ -37,6 +37,9 @@ def test_full_stack_services_and_health_ordering(compose: dict[str, Any]) -> Non
     services = compose["services"]
     assert {"vllm", "qdrant", "postgres", "api", "ui", "trainer"} <= services.keys()
     assert services["trainer"]["profiles"] == ["trainer"]
+    # The trainer profile runs the online loop, restarted if it dies (its state is in PG).
+    assert services["trainer"]["command"][0] == "online"
+    assert services["trainer"]["restart"] == "unless-stopped"
     for stateful in ("vllm", "qdrant", "postgres", "api"):
         assert "healthcheck" in services[stateful], stateful
     for name in ("api", "ui", "trainer"):

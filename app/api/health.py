@@ -65,5 +65,5 @@ async def health(services: ServicesDep, response: Response) -> HealthOut:
     },
 )
 async def metrics(user: CurrentUser) -> Response:
-    """Prometheus metrics: requests, latency per stage, tokens."""
+    """Prometheus metrics: requests, latency per stage, tokens, the online loop and canary."""
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

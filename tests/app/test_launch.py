@@ -16,9 +16,32 @@ import pytest
 from tests.app.conftest import ROOT
 from tests.conftest import free_port, wait_until
 
-pytestmark = pytest.mark.slow
+
+@pytest.mark.parametrize("online", ["true", "false"])
+def test_the_online_trainer_is_an_opt_in_service(
+    online: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from app import launch
+    from app.settings import get_settings as app_settings
+    from backend.settings import get_settings as backend_settings
+
+    monkeypatch.setenv("ONLINE_TRAINING", online)
+    monkeypatch.delenv("MODEL_SERVER_URL", raising=False)
+    app_settings.cache_clear()
+    backend_settings.cache_clear()
+    try:
+        commands = {s.name: s.command for s in launch.services()}
+    finally:
+        app_settings.cache_clear()
+        backend_settings.cache_clear()
+    if online == "true":
+        assert commands["trainer"].endswith("-m rl_trainer.cli online")
+    else:
+        assert "trainer" not in commands
+    assert {"model", "api", "ui"} <= commands.keys()
 
 
+@pytest.mark.slow
 def test_make_run_starts_the_stack_and_one_interrupt_stops_it(tmp_path: Path) -> None:
     ports = {"MODEL_SERVER_PORT": free_port(), "API_PORT": free_port(), "UI_PORT": free_port()}
     env = {

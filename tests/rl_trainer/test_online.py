@@ -253,6 +253,9 @@ def trial(
                 answer = ask(client, stack, key, question)
                 answers.append({"arm": arm, "key": key, **answer})
                 rate(client, stack, key, answer["turn_id"], rating)
+    metrics = client.get(f"{stack.api.url}/metrics", headers=auth(admin)).text
+    assert "flywheel_canary_share 0.5" in metrics
+    assert 'flywheel_canary_down_rate{arm="canary"}' in metrics
     once = subprocess.run(
         [sys.executable, "-m", "rl_trainer.cli", "online", "--once"],
         cwd=ROOT,
@@ -282,6 +285,9 @@ def test_canary_rated_worse_is_rolled_back_and_a_better_one_promoted(
         )
         assert event["version"] == name and "Fisher" in event["message"], event
         assert event["figures"]["figures"]["canary"]["down"] == 4
+        metrics = client.get(f"{online.api.url}/metrics", headers=auth(admin)).text
+        assert 'flywheel_online_events_total{kind="rolled_back"}' in metrics
+        assert "flywheel_canary_share 0.0" in metrics
         # Everyone is back on what was serving before.
         back = ask(client, online, arms["canary"][0], "Where is Berlin?")
         assert served_by(online, back["turn_id"]) == (None, None)
