@@ -197,12 +197,16 @@ def dispatch(args: argparse.Namespace, write: Callable[[str], None]) -> int:
             report = pipeline.run(ws, _recipe(args), skip_judge=args.skip_judge)
             write(report.text())
         elif args.command == "online":
-            from rl_trainer.online import OnlineLoop
+            from rl_trainer.online import LoopBusy, OnlineLoop
 
             recipe = load_recipe(args.recipe or ws.settings.online_recipe, **_overrides(args.set))
             loop = OnlineLoop(ws, recipe)
             _stop_on_signals(loop.stop)
-            loop.run(max_rounds=0 if args.once else args.max_rounds)
+            try:
+                loop.run(max_rounds=0 if args.once else args.max_rounds)
+            except LoopBusy as exc:
+                logger.error("online: %s", exc)
+                return 1
             write(f"online loop stopped after {loop.rounds} rounds")
         elif args.command == "status":
             state = pipeline.status(ws)

@@ -174,6 +174,10 @@ def test_signals_start_a_round_and_a_killed_round_leaves_serving_alone(
                 what="a round to start by itself",
             )
             wait_until(lambda: (Path(online.env["DATA_DIR"]) / "runs").is_dir(), timeout=60)
+            # Only one trainer at a time: a second one is refused, naming the holder.
+            second = online.cli("online", "--once", check=False)
+            assert second.returncode == 1
+            assert "another trainer runs the online loop (" in second.stderr, second.stderr
         finally:
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait()
@@ -197,6 +201,8 @@ def test_signals_start_a_round_and_a_killed_round_leaves_serving_alone(
         view = loop_view(client, online, admin)
         assert view["last_round"]["status"] == "done", view["last_round"]
         assert view["new_signals"] == 0
+        status = online.cli("status").stdout
+        assert "online loop: not running" in status and "last round done" in status, status
         if "canary_started" in after:  # an admin stops the trial from the Model page
             assert view["canary"]["share"] == 0.5, view
             r = client.post(f"{online.api.url}/admin/canary/rollback", headers=auth(admin))
