@@ -90,3 +90,6 @@ def test_one_round_on_the_tiny_model_through_the_api(tiny_chat_model: Path, tmp_
     rated = db.execute("SELECT COUNT(*) FROM feedback").fetchone()[0]
     assert asked and asked <= set(pools["train"]) and not asked & set(pools["eval"])
     assert rated == 8
+    # Every simulated user has the documents: retrieval searches only a user's own.
+    owners = db.execute("SELECT COUNT(DISTINCT user_id) FROM documents").fetchone()[0]
+    assert owners == db.execute("SELECT COUNT(*) FROM users").fetchone()[0] == 4
