@@ -30,7 +30,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from app.store.adapters import list_adapters, merge_manifest
+from app.store.adapters import list_adapters, merge_manifest, set_status
 from app.store.loop import (
     CANARY,
     CONTROL,
@@ -45,7 +45,7 @@ from app.store.loop import (
     serving_versions,
     update_loop,
 )
-from app.store.models import AdapterVersion, LoopState
+from app.store.models import AdapterStatus, AdapterVersion, LoopState
 from rl_trainer import pipeline
 from rl_trainer import publish as pub
 from rl_trainer.canary import CanaryPolicy, Verdict, decide
@@ -178,6 +178,7 @@ class OnlineLoop:
             fields["next_round_at"] = _now() + timedelta(seconds=self.settings.online_interval_s)
         if state.round_status == "running":
             fields |= {"round_status": "interrupted", "train_requested": True}
+            self.reject_leftovers(state.round_started_at)
             add_event(
                 self.db,
                 "round_interrupted",
@@ -186,6 +187,13 @@ class OnlineLoop:
             )
         update_loop(self.db, **fields)
         add_event(self.db, "loop_started", f"online loop started by {self.holder}")
+
+    def reject_leftovers(self, since: datetime | None) -> None:
+        """Candidates an interrupted round published but never gated: never to serve."""
+        for row in list_adapters(self.db):
+            if row.status.value == "candidate" and (since is None or row.created_at >= since):
+                pub.update_manifest(self.db, row, rejected_because="its round was interrupted")
+                set_status(self.db, row.id, AdapterStatus.rejected)
 
     def run(self, max_rounds: int | None = None) -> None:
         """Check the store every poll until stopped (or after ``max_rounds`` rounds)."""
