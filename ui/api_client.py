@@ -22,7 +22,7 @@ STATUS_HINTS = {
     "or create one with `python -m app.users create NAME`.",
     403: "This needs an admin's API key.",
     404: "Not found: it may have been deleted, or it belongs to another user.",
-    409: "That already exists.",
+    409: "Not possible right now.",
     413: "The file is too large for the API (its limit is MAX_UPLOAD_MB).",
     415: "That file type is not supported: upload PDF, Markdown, HTML or text files.",
     422: "The API refused the request as invalid.",
@@ -261,6 +261,38 @@ class ApiClient:
     def feedback_stats(self) -> list[Json]:
         """Thumbs up and down per day and adapter version."""
         result: list[Json] = self._json("GET", "/admin/feedback")
+        return result
+
+    # --- the online loop (admin) ------------------------------------------------------------
+
+    def loop(self) -> Json:
+        """The online loop's state, the canary trial with live figures, recent decisions."""
+        result: Json = self._json("GET", "/admin/loop")
+        return result
+
+    def pause_loop(self, reason: str) -> Json:
+        """Stop the loop from starting rounds; the loop's new state."""
+        result: Json = self._json("POST", "/admin/loop/pause", json={"reason": reason})
+        return result
+
+    def resume_loop(self) -> Json:
+        """Let the loop start rounds again; its new state."""
+        result: Json = self._json("POST", "/admin/loop/resume")
+        return result
+
+    def train_now(self) -> Json:
+        """Ask the running loop for a round now (refused with 409 while it is paused)."""
+        result: Json = self._json("POST", "/admin/loop/train-now")
+        return result
+
+    def promote_canary(self) -> Json:
+        """Serve the version on canary trial to everyone (409 when none is on trial)."""
+        result: Json = self._json("POST", "/admin/canary/promote")
+        return result
+
+    def rollback_canary(self) -> Json:
+        """Stop the canary trial: the version is rejected (409 when none is on trial)."""
+        result: Json = self._json("POST", "/admin/canary/rollback")
         return result
 
 

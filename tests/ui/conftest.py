@@ -130,3 +130,53 @@ def upload_ready(api: Api, key: str, name: str, body: bytes) -> dict[str, Any]:
         doc = wait_ingested(client, api.url, key, doc_id)
     assert doc["status"] == "ready", doc
     return doc
+
+
+def loop_now(api: Api, key: str) -> dict[str, Any]:
+    """``GET /admin/loop`` as ``key``."""
+    response = httpx.get(f"{api.url}/admin/loop", headers=auth(key), timeout=30)
+    assert response.status_code == 200, response.text
+    loop: dict[str, Any] = response.json()
+    return loop
+
+
+def add_adapter_version(
+    api: Api, name: str, version: int, manifest: dict[str, Any], *, canary_share: float = 0.0
+) -> str:
+    """Record an adapter version in the API's store (no files: it never serves); its served name.
+
+    With ``canary_share`` it goes on canary trial, as the loop puts a gated version.
+    """
+    from app.store import open_database
+    from app.store.adapters import add_version, merge_manifest
+    from app.store.loop import start_canary
+
+    db = open_database(api.db_url())
+    try:
+        row = add_version(
+            db,
+            name=name,
+            version=version,
+            path=f"/nowhere/{name}-v{version}",
+            base_model="tiny",
+            manifest=manifest,
+        )
+        if canary_share:
+            start_canary(db, row.id, canary_share)
+            trial = manifest.get("canary") or {}
+            if trial:  # the loop's checks: merged over what start_canary wrote
+                stored = merge_manifest(db, row.id, {}) or {}
+                merge_manifest(db, row.id, {"canary": {**stored["canary"], **trial}})
+        return row.served_name
+    finally:
+        db.close()
+
+
+def remove_adapter_versions(api: Api, name: str) -> None:
+    """Delete every version of ``name`` from the API's store."""
+    engine = create_engine(api.db_url())
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("DELETE FROM adapter_versions WHERE name = :name"), {"name": name})
+    finally:
+        engine.dispose()

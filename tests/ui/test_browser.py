@@ -1,7 +1,8 @@
 """The chat in a real browser: headless Chromium against ``streamlit run`` and the API.
 
 AppTest runs the scripts but not the web front end; this drives the page a person sees:
-sign in, ask, watch the answer stream in, click thumbs up, and find the rating stored.
+sign in, ask, watch the answer stream in, click thumbs up, and find the rating stored;
+on the Model page, pause the online loop through its confirmation dialog.
 """
 
 from __future__ import annotations
@@ -12,11 +13,12 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
-from tests.app.conftest import ROOT, Api, stop, wait_http
+from tests.app.conftest import ROOT, Api, auth, stop, wait_http
 from tests.conftest import free_port, wait_until
-from tests.ui.conftest import DOC, HOME, rows, upload_ready
+from tests.ui.conftest import DOC, HOME, loop_now, rows, upload_ready
 
 pytestmark = pytest.mark.slow
 
@@ -130,3 +132,50 @@ def test_chat_in_a_real_browser(
         finally:
             browser.close()
     assert (tmp_path / "chat.png").stat().st_size > 10_000
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="no Chromium at /usr/bin/chromium to drive")
+def test_pause_the_loop_in_a_real_browser(
+    api: Api, ui_url: str, keys: dict[str, str], tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    key = keys["admin"]
+    assert loop_now(api, key)["paused"] is False
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1600})
+            page.goto(ui_url)
+            page.get_by_label("API key", exact=True).fill(key)
+            page.get_by_role("button", name="Sign in").click()
+            page.get_by_role("link", name="Model").click()
+            expect(page.get_by_role("heading", name="Online loop")).to_be_visible(timeout=30_000)
+
+            # The button only asks; the dialog's "Yes" pauses, with the reason typed there.
+            page.get_by_role("button", name="Pause").click()
+            dialog = page.get_by_role("dialog")
+            expect(dialog).to_contain_text("Pause the online loop?")
+            assert loop_now(api, key)["paused"] is False, "not before yes"
+            dialog.get_by_label("Reason (other admins see it)").fill("paused from the browser")
+            dialog.get_by_label("Reason (other admins see it)").press("Tab")
+            dialog.get_by_role("button", name="Yes, pause").click()
+            expect(dialog).to_have_count(0)
+            paused = wait_until(
+                lambda: loop_now(api, key)["paused"], 30, what="the API to report the loop paused"
+            )
+            assert paused is True
+            assert loop_now(api, key)["paused_reason"] == "paused from the browser"
+            expect(page.get_by_text("Paused: paused from the browser")).to_be_visible()
+            expect(page.get_by_role("heading", name="Ratings")).to_be_visible()
+            expect(page.get_by_test_id("stException")).to_have_count(0)
+            page.screenshot(path=str(tmp_path / "model-paused.png"), full_page=True)
+
+            page.get_by_role("button", name="Resume").click()
+            page.get_by_role("dialog").get_by_role("button", name="Yes, resume").click()
+            wait_until(lambda: not loop_now(api, key)["paused"], 30, what="the loop to be resumed")
+            expect(page.get_by_role("button", name="Pause")).to_be_visible()
+        finally:
+            browser.close()
+            if loop_now(api, key)["paused"]:  # leave the loop as other tests expect it
+                httpx.post(f"{api.url}/admin/loop/resume", headers=auth(key))

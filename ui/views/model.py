@@ -1,8 +1,11 @@
-"""Model (admins): the model and adapter serving now, every adapter version, ratings.
+"""Model (admins): what serves, the online loop, every adapter version, users' ratings.
 
-The charts answer "are answers getting better?": the share of thumbs up per day, one
-line per adapter version, and per adapter version overall. Everything comes from the
-admin routes, which refuse a user's key (403) whatever this page does.
+The online loop comes with its controls (pause, resume, train now, promote or roll back a
+canary); each adapter version with what it trained on, its gate verdict and eval figures.
+
+The charts answer "are answers getting better?": eval figures per version against the
+base model, and the share of thumbs up per day and per version. Everything comes from
+the admin routes, which refuse a user's key (403) whatever this page does.
 """
 
 from __future__ import annotations
@@ -13,31 +16,12 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
+from ui.adapter_versions import show_versions
 from ui.api_client import ApiError
 from ui.common import client, is_admin
+from ui.online_loop import show_loop
 
 BASE = "base model"
-
-
-def adapter_rows(adapters: list[dict[str, Any]]) -> pd.DataFrame:
-    """One row per adapter version, with the metrics its manifest records as columns."""
-    rows = []
-    for a in adapters:
-        manifest = a.get("manifest") or {}
-        row = {
-            "adapter": a["served_name"],
-            "status": a["status"],
-            "algorithm": manifest.get("algorithm"),
-            "created": a["created_at"],
-            "promoted": a.get("promoted_at"),
-        }
-        metrics = manifest.get("metrics") or {}
-        row |= {k: v for k, v in metrics.items() if isinstance(v, int | float | str)}
-        gate = manifest.get("gate")
-        if isinstance(gate, dict) and "passed" in gate:
-            row["gate"] = "passed" if gate["passed"] else "failed"
-        rows.append(row)
-    return pd.DataFrame(rows)
 
 
 def feedback_frame(stats: list[dict[str, Any]]) -> pd.DataFrame:
@@ -73,6 +57,7 @@ st.title("Model")
 try:
     with st.spinner("Asking the API…"):
         serving = api.serving()
+        loop = api.loop()
         adapters = api.adapters()
         stats = api.feedback_stats()
 except ApiError as exc:
@@ -89,11 +74,8 @@ active.metric(
 )
 promoted.metric("Promoted", str(adapter["promoted_at"])[:16].replace("T", " ") if adapter else "—")
 
-st.subheader("Adapter versions")
-if adapters:
-    st.dataframe(adapter_rows(adapters), hide_index=True)
-else:
-    st.info("No adapter trained yet: the base model answers every chat.")
+show_loop(api, loop)
+show_versions(adapters)
 
 st.subheader("Ratings")
 if not stats:
