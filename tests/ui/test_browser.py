@@ -12,6 +12,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -64,6 +65,15 @@ def ui_url(api: Api) -> Iterator[str]:
     stop(proc)
 
 
+def sign_in(browser: Any, ui_url: str, key: str) -> Any:
+    """A new page of the UI, signed in with ``key``."""
+    page = browser.new_page(viewport={"width": 1280, "height": 1600})
+    page.goto(ui_url)
+    page.get_by_label("API key", exact=True).fill(key)
+    page.get_by_role("button", name="Sign in").click()
+    return page
+
+
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="no Chromium at /usr/bin/chromium to drive")
 def test_chat_in_a_real_browser(
     api: Api, ui_url: str, keys: dict[str, str], tmp_path: Path
@@ -76,10 +86,7 @@ def test_chat_in_a_real_browser(
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1280, "height": 1600})
-            page.goto(ui_url)
-            page.get_by_label("API key", exact=True).fill(key)
-            page.get_by_role("button", name="Sign in").click()
+            page = sign_in(browser, ui_url, key)
 
             box = page.get_by_test_id("stChatInputTextArea")
             expect(box).to_be_visible(timeout=30_000)
@@ -145,10 +152,7 @@ def test_pause_the_loop_in_a_real_browser(
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1280, "height": 1600})
-            page.goto(ui_url)
-            page.get_by_label("API key", exact=True).fill(key)
-            page.get_by_role("button", name="Sign in").click()
+            page = sign_in(browser, ui_url, key)
             page.get_by_role("link", name="Model").click()
             expect(page.get_by_role("heading", name="Online loop")).to_be_visible(timeout=30_000)
 
