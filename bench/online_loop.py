@@ -48,7 +48,8 @@ from app.store import open_database  # noqa: E402
 from app.store.loop import loop_state, recent_events  # noqa: E402
 
 logger = logging.getLogger("bench.online")
-DECIDED = {"promoted", "rolled_back", "gate_rejected", "monitor_tripped", "round_failed"}
+# A failed round (too few rows yet) is not an end: users chat on and the next one starts.
+DECIDED = {"promoted", "rolled_back", "gate_rejected", "monitor_tripped"}
 
 
 def start_loop(stack: Stack, recipe: str, overrides: list[str]) -> subprocess.Popen[bytes]:
@@ -111,6 +112,7 @@ def main() -> int:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     os.environ.update(
         ONLINE_MIN_SIGNALS=str(args.min_signals),
@@ -160,7 +162,7 @@ def main() -> int:
         version = f" [{event['version']}]" if event["version"] else ""
         print(f"{event['at']} {event['kind']:<18}{version} {event['message']}")
     for event in log:
-        if event["kind"] in DECIDED | {"canary_started"} and event["figures"]:
+        if event["kind"] in DECIDED | {"canary_started", "round_failed"} and event["figures"]:
             print(f"\n{event['kind']} figures:\n{json.dumps(event['figures'], indent=2)}")
     print("\n" + ", ".join(f"{name} {value:.0f}" for name, value in timeline))
     if args.json:
