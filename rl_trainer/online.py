@@ -202,7 +202,11 @@ class OnlineLoop:
         heartbeat.start()
         try:
             while not self.stop.is_set() and not heartbeat.lost.is_set():
-                self.tick()
+                try:
+                    self.tick()
+                except Exception as exc:  # the server or store failed; look again later
+                    logger.exception("the loop's check failed")
+                    add_event(self.db, "check_failed", f"the loop's check failed: {exc}")
                 if max_rounds is not None and self.rounds >= max_rounds:
                     break
                 self.stop.wait(self.settings.online_poll_s)
