@@ -188,6 +188,14 @@ class Recipe:
             "reward function instead (tests, toy loops)."
         },
     )
+    judge_rated_limit: int | None = field(
+        default=8,
+        metadata={
+            "help": "Turns users rated that the judge scores per run (None: all). A rating is "
+            "already the training signal; these only measure the judge's agreement with "
+            "thumbs, and judging every one cost a SmolLM2 round 3.6 of its minutes."
+        },
+    )
     gate_threshold: float = field(
         default=0.55, metadata={"help": "Candidate's pairwise win rate needed to pass."}
     )

@@ -21,7 +21,7 @@ from typing import Any, Literal, Protocol
 from tqdm import tqdm
 
 from app.store.db import Database
-from app.store.feedback import add_judgment, training_signals, turns_to_judge
+from app.store.feedback import add_judgment, rated_turn_ids, training_signals, turns_to_judge
 from app.store.models import Turn
 from backend.client import ModelClient
 from backend.errors import ModelServerError
@@ -272,6 +272,7 @@ class JudgeStats:
     judged: int = 0
     unparseable: int = 0
     already: int = 0
+    rated_skipped: int = 0  # rated turns over the run's limit (their rating is the signal)
 
 
 def num_sources(turn: Turn) -> int:
@@ -279,12 +280,24 @@ def num_sources(turn: Turn) -> int:
     return len(turn.retrieved or [])
 
 
-def judge_turns(db: Database, judge: Judge, *, limit: int | None = None) -> JudgeStats:
-    """Judge every stored answer this judge and rubric have not judged yet."""
+def judge_turns(
+    db: Database, judge: Judge, *, limit: int | None = None, rated_limit: int | None = None
+) -> JudgeStats:
+    """Judge every stored answer this judge and rubric have not judged yet.
+
+    Of the turns users rated, only the first ``rated_limit`` are judged (None: all): their
+    rating is the training signal, and a few measure the judge's agreement with thumbs.
+    """
     stats = JudgeStats()
     done, turns = turns_to_judge(db, judge.model, judge.rubric_version)
     stats.already = sum(1 for t in turns if t.id in done)
-    todo = [t for t in turns if t.id not in done][:limit]
+    todo = [t for t in turns if t.id not in done]
+    if rated_limit is not None:
+        rated = rated_turn_ids(db)
+        over = [t.id for t in todo if t.id in rated][rated_limit:]
+        stats.rated_skipped = len(over)
+        todo = [t for t in todo if t.id not in set(over)]
+    todo = todo[:limit]
     for turn in tqdm(todo, desc=f"judging ({judge.model})", unit="turn", disable=not todo):
         verdict = judge.score(turn.messages, turn.answer, {"num_sources": num_sources(turn)})
         if verdict is None:

@@ -158,7 +158,7 @@ class Workspace:
 
 def judge_step(ws: Workspace, recipe: Recipe, limit: int | None = None) -> JudgeStats:
     """Judge every stored answer not judged yet by this judge and rubric."""
-    return judge_turns(ws.db, ws.judge(recipe), limit=limit)
+    return judge_turns(ws.db, ws.judge(recipe), limit=limit, rated_limit=recipe.judge_rated_limit)
 
 
 def build_data_step(

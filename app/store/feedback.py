@@ -114,6 +114,12 @@ def turns_to_judge(
     return done, turns
 
 
+def rated_turn_ids(db: Database) -> set[str]:
+    """Ids of the turns some user rated."""
+    with db.session() as session:
+        return set(session.scalars(select(Feedback.turn_id).distinct()))
+
+
 def add_judgment(db: Database, **fields: Any) -> None:
     """Store one judgment: ``turn_id``, ``judge_model``, ``rubric_version``, scores..."""
     with db.session() as session:

@@ -109,3 +109,15 @@ def test_garbage_from_a_real_model_stores_no_judgment(tmp_path: Path, model_serv
     again = judge_turns(db, rule)
     assert again.judged == 0 and again.already == 3
     assert count(db, Judgment) == 3
+
+
+def test_rated_turns_are_judged_only_up_to_the_runs_limit(tmp_path: Path) -> None:
+    db = open_database(f"sqlite:///{tmp_path / 'flywheel.db'}")
+    user = add_user(db, "u")
+    add_turn(db, user, "unrated?", "an answer")
+    for i in range(3):
+        add_turn(db, user, f"rated {i}?", "an answer", rating=1)
+    stats = judge_turns(db, RuleJudge("leading_citation"), rated_limit=1)
+    # Every unrated turn (its judgment is its signal), one rated turn (for agreement).
+    assert (stats.judged, stats.rated_skipped) == (2, 2)
+    assert judge_turns(db, RuleJudge("leading_citation"), rated_limit=1).judged == 1
