@@ -10,7 +10,7 @@ once ``--min-signals`` ratings arrived, puts the gate's winner on canary trial f
 event log, with each decision's figures, and how long each phase took.
 
 Run: ``.venv/bin/python bench/online_loop.py [--model smollm2] [--recipe smollm2-dpo]
-[--set KEY=VALUE] [--min-signals 12] [--canary-min-rated 4] [--json PATH]``.
+[--set KEY=VALUE] [--min-signals 12] [--canary-min-rated 4] [--max-rounds 2] [--json PATH]``.
 Not a test: on SmolLM2 a round takes minutes on 2 cores.
 """
 
@@ -48,8 +48,11 @@ from app.store import open_database  # noqa: E402
 from app.store.loop import loop_state, recent_events  # noqa: E402
 
 logger = logging.getLogger("bench.online")
-# A failed round (too few rows yet) is not an end: users chat on and the next one starts.
-DECIDED = {"promoted", "rolled_back", "gate_rejected", "monitor_tripped"}
+# What ends the bench: a canary decided, or a monitor pausing the loop. A rejected or failed
+# round (too few rows yet) is not an end: users chat on and the next round starts, up to
+# --max-rounds rounds.
+DECIDED = {"promoted", "rolled_back", "monitor_tripped"}
+ROUND_ENDS = {"gate_rejected", "round_failed"}
 
 
 def start_loop(stack: Stack, recipe: str, overrides: list[str]) -> subprocess.Popen[bytes]:
@@ -106,7 +109,8 @@ def main() -> int:
     parser.add_argument("--min-signals", type=int, default=12)
     parser.add_argument("--canary-share", type=float, default=0.5)
     parser.add_argument("--canary-min-rated", type=int, default=4)
-    parser.add_argument("--timeout-min", type=float, default=40)
+    parser.add_argument("--max-rounds", type=int, default=2, help="rounds before giving up")
+    parser.add_argument("--timeout-min", type=float, default=60)
     parser.add_argument("--work", type=Path, default=None)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
@@ -138,8 +142,8 @@ def main() -> int:
             start_loop(stack, args.recipe, args.set)
             asked, deadline = 0, time.monotonic() + args.timeout_min * 60
             while time.monotonic() < deadline:
-                kinds = {e["kind"] for e in events(stack)}
-                if kinds & DECIDED:
+                kinds = [e["kind"] for e in events(stack)]
+                if set(kinds) & DECIDED or sum(k in ROUND_ENDS for k in kinds) >= args.max_rounds:
                     break
                 if phase(stack) == "training":
                     time.sleep(5)  # users would chat on; here the 2 cores are the trainer's
@@ -162,7 +166,7 @@ def main() -> int:
         version = f" [{event['version']}]" if event["version"] else ""
         print(f"{event['at']} {event['kind']:<18}{version} {event['message']}")
     for event in log:
-        if event["kind"] in DECIDED | {"canary_started", "round_failed"} and event["figures"]:
+        if event["kind"] in DECIDED | ROUND_ENDS | {"canary_started"} and event["figures"]:
             print(f"\n{event['kind']} figures:\n{json.dumps(event['figures'], indent=2)}")
     print("\n" + ", ".join(f"{name} {value:.0f}" for name, value in timeline))
     if args.json:

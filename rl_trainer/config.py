@@ -172,6 +172,16 @@ class Recipe:
             "this; checked once 2 or more users contributed (1 user: a personal deployment)."
         },
     )
+    min_correction_support: float = field(
+        default=0.5,
+        metadata={
+            "help": "Share of a corrected answer's content words that must appear in the "
+            "turn's sources; a correction below it teaches answers the documents do not hold "
+            "(a mistake, or poisoning) and is left out, counted as ungrounded_corrections. "
+            "On ClapNQ dev a reference scores >= 0.83 against its passages in 95% of "
+            "questions, another question's reference <= 0.30. 0 turns the check off."
+        },
+    )
     judge_margin: float = field(
         default=0.2,
         metadata={"help": "Judge scores (0..1) of two answers must differ this much to pair."},
@@ -253,6 +263,10 @@ class Recipe:
         if not 0.0 < self.max_user_share <= 1.0:
             raise ValueError(
                 f"max_user_share={self.max_user_share} must be in (0, 1]; 1 turns the check off"
+            )
+        if not 0.0 <= self.min_correction_support <= 1.0:
+            raise ValueError(
+                f"min_correction_support={self.min_correction_support} must be in [0, 1]"
             )
         if not 0.0 < self.gate_threshold <= 1.0:
             raise ValueError(f"gate_threshold={self.gate_threshold} must be in (0, 1]")

@@ -4,6 +4,9 @@ Only what is stored is used, so an adapter can be traced back to its turns: the 
 ids of every split are written beside the data and go into the adapter's manifest.
 Left out, and counted: turns of users an admin marked untrusted, failed or empty
 turns, and turns with no signal at all (no counted rating, correction or judgment).
+A corrected answer the turn's sources do not support (``min_correction_support``) is
+dropped and counted too: training on it teaches the model to say what its documents do
+not hold, whether the user erred or is poisoning the adapter.
 The held-out slice is split by *thread* (never sees training), deterministically.
 
 The adapter is shared by every user, so a training row holds only what its owner may
@@ -26,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from app.agent.words import grounding
 from app.store.db import Database
 from app.store.feedback import training_signals
 from app.store.models import Feedback, Turn
@@ -167,6 +171,9 @@ def collect_signals(
             continue
         ratings = [fb for fb in turn.feedback if fb.id in counted]
         corrected = next((fb.corrected_answer for fb in ratings if fb.corrected_answer), None)
+        if corrected and not grounded(corrected, turn, recipe.min_correction_support):
+            counts["ungrounded_corrections"] += 1
+            corrected = None
         score: float | None = None
         rating: float | None = None
         if ratings:
@@ -185,6 +192,15 @@ def collect_signals(
     signals = cap_per_user(signals, recipe.max_turns_per_user, counts)
     counts["with_signal"] = len(signals)
     return signals
+
+
+def grounded(corrected: str, turn: Turn, minimum: float) -> bool:
+    """Whether the turn's sources support ``corrected`` (a decline, or no sources: yes)."""
+    passages = [str(r.get("text") or "") for r in turn.retrieved or []]
+    if minimum <= 0 or not passages or says_not_in_documents(corrected):
+        return True
+    share = grounding(corrected, passages)
+    return share is None or share >= minimum
 
 
 def split_by_thread(signals: list[Signal], fraction: float) -> tuple[list[Signal], list[Signal]]:
@@ -294,6 +310,7 @@ def heldout_row(signal: Signal) -> dict[str, Any]:
         "stored_answer": turn.answer,
         "corrected": signal.corrected,
         "rating": signal.rating,
+        "passages": [str(r.get("text") or "") for r in turn.retrieved or []],
     }
 
 

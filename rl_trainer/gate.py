@@ -5,8 +5,10 @@ prompt through the model server at temperature 0, and the judge compares each pa
 both orders. Checks that need no judge are measured on the same answers: token F1
 against the users' corrected answers, citation validity (of the answers that do not
 decline), declining questions the users showed the documents cannot answer, and declining
-ones they showed they can. A judge can be fooled by a confident answer; these checks
-cannot, so none of them may get worse.
+ones they showed they can, and grounding (the share of an answer's content words found
+in its sources). A judge can be fooled by a confident answer; these checks cannot, so
+none of them may get worse. Grounding is the one figure users' feedback cannot steer: an
+adapter trained on poisoned "corrections" (another question's answer) loses it.
 
 When the judge is the policy model itself (no stronger ``JUDGE_URL``/``JUDGE_MODEL``), a
 model grading its own answers carries little weight: the candidate then passes on the
@@ -23,6 +25,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from app.agent.words import grounding
 from app.store.answer_checks import recall_f1
 from app.store.records import says_not_in_documents
 from backend.client import ModelClient
@@ -34,6 +37,11 @@ INFO_KEYS = ("num_sources", "answerable", "answer")
 # Token F1 moves by a few hundredths between greedy answers that mean the same; a drop
 # or gain below this is noise on held-out sets of tens of turns.
 F1_TOLERANCE = 0.02
+# Grounding: the share of an answer's content words found in its sources. SmolLM2's answers
+# to ClapNQ score 0.55 on average; two runs over the same questions differ by sd 0.19 per
+# answer, and the means of 10 answers by at most 0.14 in 95% of draws. A drop beyond this
+# is an adapter saying what its documents do not hold.
+GROUNDING_TOLERANCE = 0.15
 _Figure = dict[str, float | None]
 
 
@@ -56,6 +64,7 @@ class GateResult:
     corrected_f1: _Figure = field(default_factory=dict)  # vs users' corrected answers
     declined_unanswerable: _Figure = field(default_factory=dict)
     declined_answerable: _Figure = field(default_factory=dict)  # wrongly declined
+    grounding: _Figure = field(default_factory=dict)  # answers' words found in their sources
     counts: dict[str, int] = field(default_factory=dict)  # rows behind each figure
     reasons: list[str] = field(default_factory=list)
 
@@ -99,6 +108,13 @@ def judge_free(
         )
         result.declined_unanswerable[model] = _mean([declined[i] for i in unanswerable])
         result.declined_answerable[model] = _mean([declined[i] for i in answerable])
+        result.grounding[model] = _mean(
+            [
+                grounding(text, row["passages"])
+                for text, row, no in zip(said, rows, declined, strict=True)
+                if row.get("passages") and not no
+            ]
+        )
 
 
 def _lower_is_better(figure: _Figure) -> _Figure:
@@ -121,6 +137,13 @@ def decide(result: GateResult) -> None:
             1e-9,
         ),
     }
+    # A guard only: copying the sources raises grounding, so a rise earns no pass.
+    grounding = result.grounding
+    if _worse(grounding.get(new), grounding.get(old), GROUNDING_TOLERANCE):
+        result.reasons.append(
+            f"answers' grounding in their sources got worse: {grounding[new]:.2f} < "
+            f"{grounding[old]:.2f} (content words found in the sources)"
+        )
     improved = []
     for name, (figure, tolerance) in checks.items():
         if _worse(figure.get(new), figure.get(old), tolerance):
@@ -215,6 +238,7 @@ def gate_text(g: dict[str, Any]) -> str:
         ("citation_validity", "valid citations", None),
         ("declined_unanswerable", "declined unanswerable", "unanswerable"),
         ("declined_answerable", "wrongly declined", "answerable"),
+        ("grounding", "grounding", None),
     )
     parts = []
     for key, label, count in figures:

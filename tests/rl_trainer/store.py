@@ -8,6 +8,7 @@ from typing import Any
 from app.agent import prompts
 from app.store.db import Database
 from app.store.models import Feedback, Judgment, Thread, Turn, User, new_id
+from app.store.records import ChunkData
 
 
 def add_user(db: Database, name: str, trusted: bool = True) -> str:
@@ -30,9 +31,16 @@ def add_turn(
     corrected: str | None = None,
     judged: float | None = None,
     when: datetime | None = None,
+    correction_in_sources: bool = True,
 ) -> Turn:
-    """One stored turn (optionally rated, corrected and judged)."""
-    chunks = [{"chunk_id": new_id(), "title": "facts", "text": fact, "score": 0.9}]
+    """One stored turn (optionally rated, corrected and judged).
+
+    Its source holds ``fact`` and, unless told otherwise, the corrected answer: users
+    correct from their documents, and the trainer leaves out corrections the sources do
+    not support.
+    """
+    text = f"{fact} {corrected}" if corrected and correction_in_sources else fact
+    chunks: list[ChunkData] = [{"chunk_id": new_id(), "title": "facts", "text": text, "score": 0.9}]
     messages = [
         {"role": "system", "content": prompts.ANSWER_SYSTEM},
         {"role": "user", "content": prompts.user_message(question, chunks, [])},

@@ -107,6 +107,31 @@ def test_the_cli_refuses_a_dominated_snapshot_and_says_why(db: Database, tmp_pat
     assert not (tmp_path / "s").exists()
 
 
+def test_corrections_the_sources_do_not_support_are_left_out_and_counted(
+    db: Database, tmp_path: Path
+) -> None:
+    user = add_user(db, "mallory")
+    fact = "Water boils at 100 degrees Celsius at sea level."
+
+    def corrected(answer: str) -> str:
+        turn = add_turn(db, user, "When does water boil?", "at 50", rating=-1, fact=fact,
+                        corrected=answer, correction_in_sources=False)  # fmt: skip
+        return turn.id
+
+    honest = corrected("[1] Water boils at 100 degrees Celsius.")
+    decline = corrected("The documents do not say.")
+    # Another question's answer as the "correction": what a poisoner (or a slip) sends.
+    poisoned = corrected("Paris is the capital of France [1].")
+    snap = build_data(db, dpo(), tmp_path / "s")
+    assert snap.counts["ungrounded_corrections"] == 1
+    assert set(snap.turn_ids["train"]) == {honest, decline}
+    assert all("Paris" not in row["chosen"][0]["content"] for row in snap.train)
+    assert poisoned not in snap.turn_ids["train"]
+    # The check can be turned off, and then the poisoned pair is trained on.
+    off = build_data(db, dpo(min_correction_support=0.0), tmp_path / "off")
+    assert poisoned in off.turn_ids["train"] and "ungrounded_corrections" not in off.counts
+
+
 def test_a_single_user_deployment_trains_on_all_of_its_data(db: Database, tmp_path: Path) -> None:
     me, turns = corrections(db, "me", 5)
     snap = build_data(db, dpo(), tmp_path / "s")

@@ -40,21 +40,31 @@ class ScriptedServer:
         return ChatResult(self.answers[model][index], "stop", model)
 
 
-def heldout() -> list[dict[str, Any]]:
+PASSAGES = [
+    "Water boils at 100 degrees Celsius at sea level.",
+    "Paris is the capital and largest city of France.",
+    "The first world cup was held in 1930.",
+]
+
+
+def heldout(corrections: list[str] | None = None) -> list[dict[str, Any]]:
+    corrections = corrections or [corrected for _, _, corrected in ROWS]
     return [
         {"prompt": [{"role": "user", "content": q}], "num_sources": 1, "answerable": ok}
-        | {"corrected": corrected, "answer": None}
-        for q, ok, corrected in ROWS
+        | {"corrected": corrected, "answer": None, "passages": [passage]}
+        for (q, ok, _), corrected, passage in zip(ROWS, corrections, PASSAGES, strict=True)
     ]
 
 
-def run_gate(answers: dict[str, list[str]], *, judge_is_policy: bool) -> Any:
+def run_gate(
+    answers: dict[str, list[str]], *, judge_is_policy: bool, corrections: list[str] | None = None
+) -> Any:
     server = ScriptedServer(answers)
     judge = LLMJudge(server, "policy")  # type: ignore[arg-type]
     return gate(
         server,  # type: ignore[arg-type]
         judge,
-        heldout(),
+        heldout(corrections),
         candidate="new",
         baseline="old",
         judge_is_policy=judge_is_policy,
@@ -93,6 +103,21 @@ def test_judge_free_gains_pass_when_the_judge_is_the_policy_but_not_a_separate_j
     text = gate_text(result.to_dict())
     assert "judge (the policy model itself): replies parsed 0.00" in text
     assert "F1 vs corrected answers (n=3) 1.00 vs" in text and "wrongly declined (n=2)" in text
+
+
+def test_poisoned_corrections_in_the_heldout_slice_cannot_pass_an_ungrounded_candidate() -> None:
+    # Poisoners "corrected" each answer with another question's answer, and the candidate
+    # learned to say it: overlap with their corrections rises, grounding falls.
+    swapped = [GOOD[1], GOOD[0], DECLINE]
+    result = run_gate({"new": swapped, "old": GOOD}, judge_is_policy=True, corrections=swapped)
+    assert result.corrected_f1["new"] > result.corrected_f1["old"]  # type: ignore[operator]
+    assert result.grounding == {"new": 0.0, "old": 1.0}
+    assert not result.passed
+    grounding = "answers' grounding in their sources got worse"
+    assert any(r.startswith(grounding) for r in result.reasons)
+    assert "grounding 0.00 vs 1.00" in gate_text(result.to_dict())
+    # Answers taken from their own sources are fully grounded.
+    assert run_gate({"new": GOOD, "old": VAGUE}, judge_is_policy=True).grounding["new"] == 1.0
 
 
 @pytest.fixture
