@@ -20,7 +20,7 @@ from typing import Any, TextIO
 import yaml
 
 from backend.errors import ModelServerError
-from rl_trainer.config import Recipe, load_recipe
+from rl_trainer.config import Recipe, load_recipe, recipe_for_model
 from rl_trainer.publish import PublishError
 
 logger = logging.getLogger("rl_trainer")
@@ -199,7 +199,11 @@ def dispatch(args: argparse.Namespace, write: Callable[[str], None]) -> int:
         elif args.command == "online":
             from rl_trainer.online import LoopBusy, OnlineLoop
 
-            recipe = load_recipe(args.recipe or ws.settings.online_recipe, **_overrides(args.set))
+            name = (
+                args.recipe or ws.settings.online_recipe or recipe_for_model(ws.backend.llm_model)
+            )
+            recipe = load_recipe(name, **_overrides(args.set))
+            logger.info("online rounds use recipe %s", name or "(the trainer's defaults)")
             loop = OnlineLoop(ws, recipe)
             _stop_on_signals(loop.stop)
             try:

@@ -306,6 +306,16 @@ def recipe_path(name_or_path: str | Path) -> Path:
     raise FileNotFoundError(f"no recipe file {str(name_or_path)!r}; bundled recipes: {names}")
 
 
+# The bundled recipe an online round uses when ONLINE_RECIPE names none, by served model:
+# the trainer's plain defaults (100 steps at 2,048 tokens) would take hours on a CPU.
+MODEL_RECIPES = {"smollm2": "smollm2-dpo", "tiny": "tiny-dpo"}
+
+
+def recipe_for_model(model: str) -> str | None:
+    """The bundled recipe tuned for ``model`` (an LLM_MODEL value), if there is one."""
+    return MODEL_RECIPES.get(model.strip().lower())
+
+
 def load_recipe(name_or_path: str | Path | None = None, **overrides: Any) -> Recipe:
     """Read a YAML recipe (unknown keys are an error), then apply ``overrides``."""
     data: dict[str, Any] = {}

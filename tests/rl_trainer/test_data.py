@@ -5,7 +5,7 @@ import pytest
 
 from app.store import open_database
 from app.store.db import Database
-from rl_trainer.config import Recipe, load_recipe
+from rl_trainer.config import Recipe, load_recipe, recipe_for_model
 from rl_trainer.data import build_data, read_snapshot
 from tests.rl_trainer.store import add_turn, add_user
 
@@ -88,8 +88,13 @@ def test_gsm8k_rows_come_from_the_shared_file(db: Database, tmp_path: Path) -> N
 
 
 def test_recipes_load_and_bad_ones_say_what_to_fix(tmp_path: Path) -> None:
-    for name in ("tiny-dpo", "tiny-grpo", "qwen2.5-1.5b-dpo", "qwen2.5-1.5b-grpo", "gsm8k-grpo"):
+    bundled = ("tiny-dpo", "tiny-grpo", "qwen2.5-1.5b-dpo", "qwen2.5-1.5b-grpo", "gsm8k-grpo")
+    for name in (*bundled, "smollm2-dpo", "smollm2-grpo"):
         assert load_recipe(name).algo in ("dpo", "grpo")
+    # The online loop's recipe follows the served model when ONLINE_RECIPE names none.
+    assert recipe_for_model("smollm2") == "smollm2-dpo" and recipe_for_model("tiny") == "tiny-dpo"
+    assert recipe_for_model("Qwen/Qwen2.5-1.5B-Instruct") is None
+    assert load_recipe(recipe_for_model("smollm2")).max_steps <= 4  # minutes on 2 CPU cores
     with pytest.raises(ValueError, match="at least 2 generations"):
         Recipe(algo="grpo", num_generations=1)
     with pytest.raises(ValueError, match="not a multiple of num_generations"):
