@@ -339,8 +339,9 @@ def row_text(row: dict[str, Any], base: dict[str, Any]) -> str:
         f"{row['round']:>5} {'yes' if row['poisoned'] else 'no':>8} "
         f"{signals['up']:>3}/{signals['down']:>3}/{signals['corrections']:>3} "
         f"{rows.get('kept', '-')!s:>4}/{rows.get('given', '-')!s:<4} "
+        f"{(report.get('data') or {}).get('ungrounded_corrections', 0):>4} "
         f"{report.get('stages_s', {}).get('train', 0):7.0f} {verdict:>9} "
-        f"{row['serving']:>14} {row['round_s']:6.0f}  {deltas}"
+        f"{row['serving']:>14} {row['round_s']:6.0f} {row['eval_s']:6.0f}  {deltas}"
     )
 
 
@@ -401,6 +402,7 @@ def main() -> int:
                 signals = ask_and_rate(client, stack, keys, items, doc_ids, poisoned)
                 report = train(stack, args.recipe, overrides)
                 now = serving(stack)
+                round_s = time.perf_counter() - start  # ask, rate, train, gate, promote
                 figs = evaluate(stack, args.dataset, now, args.eval_limit)
                 if now not in ("none", before):
                     record_eval(stack, now, args.dataset.name, figs, base)
@@ -412,7 +414,8 @@ def main() -> int:
                     "serving_before": before,
                     "serving": now,
                     "eval": figs,
-                    "round_s": round(time.perf_counter() - start, 1),
+                    "round_s": round(round_s, 1),
+                    "eval_s": round(time.perf_counter() - start - round_s, 1),
                 }
                 table.append(row)
                 logger.info("round %d: %s", number, row_text(row, base))
@@ -421,8 +424,8 @@ def main() -> int:
     finally:
         stack.close()
     header = (
-        "round poisoned  up/dn/cor kept/given train_s      gate        serving round_s  "
-        "eval pool, value (vs base): " + ", ".join(EVAL_FIGURES)
+        "round poisoned  up/dn/cor kept/given ungr train_s      gate        serving "
+        "round_s eval_s  eval pool, value (vs base): " + ", ".join(EVAL_FIGURES)
     )
     print(f"\nflywheel on {args.model}, recipe {args.recipe}; work dir {work}")
     print("base: " + " ".join(f"{n} {_num(base.get(n))}" for n in EVAL_FIGURES))

@@ -3,7 +3,8 @@
 Only what is stored is used, so an adapter can be traced back to its turns: the turn
 ids of every split are written beside the data and go into the adapter's manifest.
 Left out, and counted: turns of users an admin marked untrusted, failed or empty
-turns, and turns with no signal at all (no counted rating, correction or judgment).
+turns, turns answered without the model (declined on evidence: nothing for it to learn),
+and turns with no signal at all (no counted rating, correction or judgment).
 A corrected answer the turn's sources do not support (``min_correction_support``) is
 dropped and counted too: training on it teaches the model to say what its documents do
 not hold, whether the user erred or is poisoning the adapter.
@@ -166,8 +167,11 @@ def collect_signals(
         if stale and turn.adapter_version in stale:
             counts["stale"] += 1
             continue
-        if turn.error or not turn.answer or not turn.messages:
+        if turn.error or not turn.answer:
             counts["failed_or_empty"] += 1
+            continue
+        if not turn.messages:  # declined on evidence before any model call: nothing to learn
+            counts["no_model_call"] += 1
             continue
         ratings = [fb for fb in turn.feedback if fb.id in counted]
         corrected = next((fb.corrected_answer for fb in ratings if fb.corrected_answer), None)
