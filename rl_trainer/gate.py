@@ -66,6 +66,7 @@ class GateResult:
     declined_answerable: _Figure = field(default_factory=dict)  # wrongly declined
     grounding: _Figure = field(default_factory=dict)  # answers' words found in their sources
     counts: dict[str, int] = field(default_factory=dict)  # rows behind each figure
+    improved: list[str] = field(default_factory=list)  # judge-free figures the candidate raised
     reasons: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -150,6 +151,7 @@ def decide(result: GateResult) -> None:
             result.reasons.append(f"{name} got worse: {figure[new]:.2f} < {figure[old]:.2f}")
         elif _worse(figure.get(old), figure.get(new), tolerance):
             improved.append(name)
+    result.improved = improved
     won = result.win_rate is not None and result.win_rate >= result.threshold
     if result.judge_is_policy:
         if not won and not improved:
@@ -224,6 +226,8 @@ def gate_text(g: dict[str, Any]) -> str:
     """The gate's verdict and figures as a person reads them (``GateResult.to_dict()``)."""
     new, old = g["candidate"], g["baseline"]
     verdict = "PASS" if g["passed"] else "FAIL: " + "; ".join(g["reasons"])
+    if g["passed"] and g.get("improved"):
+        verdict += " (improved: " + ", ".join(g["improved"]) + ")"
     judge = "the policy model itself" if g.get("judge_is_policy") else "separate from the policy"
     thumbs = g.get("judge_thumbs") or {}
     lines = [

@@ -365,6 +365,10 @@ def round_summary(report: pipeline.Report) -> dict[str, Any]:
         "data": report.data,
         "training_rows": {k: report.training_rows.get(k) for k in ("given", "kept")},
         "metrics": report.metrics,
-        "gate": {k: gate.get(k) for k in ("passed", "win_rate", "reasons") if k in gate},
+        "gate": {
+            k: gate.get(k)
+            for k in ("passed", "win_rate", "improved", "reasons", "prompts", "grounding")
+            if k in gate
+        },
         "tripped": report.tripped,
     }

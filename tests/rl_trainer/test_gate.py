@@ -97,6 +97,8 @@ def test_judge_free_gains_pass_when_the_judge_is_the_policy_but_not_a_separate_j
     result = run_gate({"new": GOOD, "old": VAGUE}, judge_is_policy=True)
     assert result.passed, result.reasons
     assert result.declined_unanswerable == {"new": 1.0, "old": 0.0}
+    assert "declining questions the documents cannot answer" in result.improved
+    assert "(improved: overlap with users' corrected answers" in gate_text(result.to_dict())
     # A separate judge is trusted: if it cannot compare anything, nothing passes.
     strict = run_gate({"new": GOOD, "old": VAGUE}, judge_is_policy=False)
     assert strict.reasons == ["the judge could not compare any pair"]

@@ -7,71 +7,25 @@ on the Model page, pause the online loop through its confirmation dialog.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
-from tests.app.conftest import ROOT, Api, auth, stop, wait_http
-from tests.conftest import free_port, wait_until
-from tests.ui.conftest import DOC, HOME, loop_now, rows, upload_ready
+from tests.app.conftest import Api, auth
+from tests.conftest import wait_until
+from tests.ui.browser import CHROMIUM, CHROMIUM_ARGS, sign_in, streamlit_ui
+from tests.ui.conftest import DOC, loop_now, rows, upload_ready
 
 pytestmark = pytest.mark.slow
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 @pytest.fixture
 def ui_url(api: Api) -> Iterator[str]:
-    """``streamlit run ui/Home.py`` as ``make run`` starts it, on a free loopback port."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "streamlit",
-            "run",
-            str(HOME),
-            "--server.address",
-            "127.0.0.1",
-            "--server.port",
-            str(port),
-            "--server.headless",
-            "true",
-            "--browser.gatherUsageStats",
-            "false",
-        ],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "FLYWHEEL_API_URL": api.url},
-    )
-    url = f"http://127.0.0.1:{port}"
-    wait_http(f"{url}/_stcore/health", proc, timeout=60)
-    yield url
-    stop(proc)
-
-
-def sign_in(browser: Any, ui_url: str, key: str) -> Any:
-    """A new page of the UI, signed in with ``key``."""
-    page = browser.new_page(viewport={"width": 1280, "height": 1600})
-    page.goto(ui_url)
-    page.get_by_label("API key", exact=True).fill(key)
-    page.get_by_role("button", name="Sign in").click()
-    return page
+    """The UI against the session's API."""
+    with streamlit_ui(api.url) as url:
+        yield url
 
 
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="no Chromium at /usr/bin/chromium to drive")
