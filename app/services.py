@@ -97,6 +97,7 @@ class Services:
             min_evidence=s.min_evidence,
             passage_check=s.passage_check,
             decline_ungrounded=s.decline_ungrounded,
+            retry_unsupported=s.retry_unsupported,
             sampling=s.sampling(),
             save_turn=lambda record: save_turn(self.db, record),
         )

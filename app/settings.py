@@ -88,6 +88,13 @@ class AppSettings(BaseSettings):
         "supported by any source (not even at the lowest bar of the after-the-fact "
         "citations), reply that the documents do not hold the answer instead.",
     )
+    retry_unsupported: bool = Field(
+        True,
+        alias="AGENT_RETRY_UNSUPPORTED",
+        description="When an answer cites nothing and no source supports any sentence of "
+        "it (often a small model's false start, such as 'The answer is:'), ask once more "
+        "with another seed and keep the second answer if a source supports it.",
+    )
     temperature: float = Field(0.2, alias="AGENT_TEMPERATURE", ge=0, le=2)
     max_tokens: int = Field(512, alias="AGENT_MAX_TOKENS", ge=1)
     # Measured on SmolLM2 with the answer prompt and each question's gold passage (ClapNQ

@@ -228,7 +228,10 @@ def ask_and_rate(
         gold_number = next(
             (s["number"] for s in body.get("sources") or [] if s.get("document_id") in gold), None
         )
-        wrong = items[(n + 1) % len(items)].references or [item.question]
+        # The poisoners' "correction": the next answerable question's reference, a real
+        # answer to another question (unanswerable ones have none to give).
+        others = [o for o in items[n + 1 :] + items[:n] if o.answerable and o.references]
+        wrong = others[0].references if others else [item.question]
         rating, correction = rate(item, body["answer"], gold_number, poisoned, wrong[0])
         feedback = {"rating": rating, "corrected_answer": correction}
         client.post(

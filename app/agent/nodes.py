@@ -28,7 +28,7 @@ from app.agent.evidence import weigh
 from app.agent.loops import LoopGuard, cut_loop, drop_repeated_sentences
 from app.agent.state import Message, State
 from app.agent.understanding import SMALL_TALK, is_personal_statement, parse_understanding
-from app.store.records import ChunkData, TurnRecord, says_not_in_documents
+from app.store.records import ChunkData, SourceData, TurnRecord, says_not_in_documents
 from backend.errors import ModelServerError
 
 logger = logging.getLogger(__name__)
@@ -249,12 +249,10 @@ async def generate(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     if looped is not None:
         logger.info("turn %s: the answer started to loop; it was stopped", ctx.turn_id)
         answer = cut_loop(answer, looped)
-    answer = drop_repeated_sentences(answer)
-    clean = drop_dangling(answer, len(state.chunks))
-    sources = cited_sources(clean, state.chunks)
+    clean, sources = with_citations(answer, state.chunks, attach=error is None)
     if not sources and state.chunks and not error and not says_not_in_documents(clean):
-        # Small models seldom write [n]; the user still learns where each claim comes from.
-        clean, sources = attach_citations(clean, state.chunks)
+        if ctx.retry_unsupported:
+            clean, sources = await retry_unsupported(prompt, state.chunks, ctx, clean)
         if not sources and ctx.decline_ungrounded and grounded_claims(clean):
             # Nothing the answer says is in the sources: a made-up answer, not an answer.
             logger.info("turn %s: no source supports the answer; declining", ctx.turn_id)
@@ -270,6 +268,45 @@ async def generate(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
         "error": error,
         "timings": timings,
     }
+
+
+def with_citations(
+    answer: str, chunks: list[ChunkData], *, attach: bool = True
+) -> tuple[str, list[SourceData]]:
+    """The finished answer and its sources: the model's own ``[n]``, else attached ones."""
+    clean = drop_dangling(drop_repeated_sentences(answer), len(chunks))
+    sources = cited_sources(clean, chunks)
+    if attach and not sources and chunks and not says_not_in_documents(clean):
+        # Small models seldom write [n]; the user still learns where each claim comes from.
+        clean, sources = attach_citations(clean, chunks)
+    return clean, sources
+
+
+async def retry_unsupported(
+    prompt: list[Message], chunks: list[ChunkData], ctx: Context, first: str
+) -> tuple[str, list[SourceData]]:
+    """Ask once more for an answer no source supports; keep it only if one supports it.
+
+    A small model sometimes opens with a false start ("The answer is:") or an answer of
+    its own invention. A second sample (another seed) is often a real answer from the
+    sources. It is not streamed: the ``done`` event carries the answer that counts.
+    """
+    if ctx.sampling.get("temperature") == 0:
+        return first, []  # greedy decoding would say the same again
+    sampling = {**ctx.sampling, "seed": int(ctx.sampling.get("seed") or 0) + 1}
+    try:
+        text = await ctx.llm.complete(prompt, model=ctx.model, **sampling)
+    except ModelServerError as exc:
+        logger.warning("turn %s: the retry of an unsupported answer failed: %s", ctx.turn_id, exc)
+        return first, []
+    looped = LoopGuard().add(text, final=True)
+    if looped is not None:
+        text = cut_loop(text, looped)
+    clean, sources = with_citations(text, chunks)
+    if sources:
+        logger.info("turn %s: the first answer had no support; the retry has", ctx.turn_id)
+        return clean, sources
+    return first, []
 
 
 async def remember(state: State, runtime: Runtime[Context]) -> dict[str, Any]:

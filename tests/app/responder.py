@@ -25,6 +25,9 @@ ANSWER = "Water boils at 100 degrees Celsius at sea level [1]. See also [7]."
 UNCITED = "Ice melts at 0 degrees Celsius. I hope that helps!"
 # What a small model also writes: an answer no source says a word of, citing nothing.
 MADE_UP = "The moon is made of green cheese, according to ancient legends."
+# What a small model sometimes streams: a false start, no answer at all. Asked again
+# (not streamed: the agent's retry), it gives UNCITED.
+FALSE_START = "The answer is:"
 # What a small model also does: say a whole sentence again.
 TWICE = (
     "Ice melts at 0 degrees Celsius [1]. It turns into water. "
@@ -58,6 +61,8 @@ def build(slow: bool) -> FastAPI:
             if "whether a passage answers" in system
             else MADE_UP
             if "please" in asked
+            else (FALSE_START if body.get("stream") else UNCITED)
+            if "So when" in asked
             else TWICE
             if "exactly" in asked
             else UNCITED

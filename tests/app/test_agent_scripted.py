@@ -176,6 +176,22 @@ def test_an_answer_no_source_supports_is_declined_when_asked_to(
     assert row["messages"] not in (None, "[]", [])
 
 
+def test_an_unsupported_false_start_is_asked_again_and_the_supported_retry_kept(
+    scripted: tuple[Api, str],
+) -> None:
+    api, key = scripted
+    with httpx.Client(timeout=60) as client:
+        events = chat_stream(client, api.url, key, "So when does ice melt?")
+    streamed = "".join(d["text"] for kind, d in events if kind == "token")
+    assert streamed.strip() == "The answer is:"  # what the first sample said
+    done = events[-1][1]
+    # The retry's answer is the one that counts: in ``done``, stored, and cited.
+    assert done["answer"].strip() == "Ice melts at 0 degrees Celsius [1]. I hope that helps!"
+    row = turn_row(api, done["turn_id"])
+    assert row["answer"] == done["answer"]
+    assert [(s["number"], s["origin"]) for s in json.loads(row["sources"])] == [(1, "attached")]
+
+
 def test_a_sentence_said_twice_is_kept_once(scripted: tuple[Api, str]) -> None:
     api, key = scripted
     with httpx.Client(timeout=60) as client:
