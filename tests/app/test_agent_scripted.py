@@ -55,7 +55,9 @@ def scripted_stack(data_dir: Path, user: str, **env: str) -> Iterator[tuple[Api,
 
 @pytest.fixture(scope="module")
 def scripted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Api, str]]:
-    with scripted_stack(tmp_path_factory.mktemp("scripted"), "carol") as stack:
+    with scripted_stack(
+        tmp_path_factory.mktemp("scripted"), "carol", AGENT_RETRY_UNSUPPORTED="true"
+    ) as stack:
         yield stack
 
 
