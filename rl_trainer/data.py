@@ -198,12 +198,17 @@ def collect_signals(
     return signals
 
 
+def passages(turn: Turn) -> list[str]:
+    """The texts of the passages the turn retrieved."""
+    return [str(r.get("text") or "") for r in turn.retrieved or []]
+
+
 def grounded(corrected: str, turn: Turn, minimum: float) -> bool:
     """Whether the turn's sources support ``corrected`` (a decline, or no sources: yes)."""
-    passages = [str(r.get("text") or "") for r in turn.retrieved or []]
-    if minimum <= 0 or not passages or says_not_in_documents(corrected):
+    texts = passages(turn)
+    if minimum <= 0 or not texts or says_not_in_documents(corrected):
         return True
-    share = grounding(corrected, passages)
+    share = grounding(corrected, texts)
     return share is None or share >= minimum
 
 
@@ -314,7 +319,7 @@ def heldout_row(signal: Signal) -> dict[str, Any]:
         "stored_answer": turn.answer,
         "corrected": signal.corrected,
         "rating": signal.rating,
-        "passages": [str(r.get("text") or "") for r in turn.retrieved or []],
+        "passages": passages(turn),
     }
 
 
