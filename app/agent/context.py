@@ -101,7 +101,7 @@ class Context:
     """Ask the model whether the best passage answers the question before answering."""
     decline_ungrounded: bool = False
     """Decline when an answer citing nothing has no sentence any source supports."""
-    retry_unsupported: bool = False
+    retry_unsupported: bool = True
     """Ask once more when no source supports an answer that cites nothing."""
     sampling: dict[str, Any] = field(default_factory=dict)
     """Sampling parameters of the answer call (temperature, max_tokens...)."""
