@@ -215,6 +215,14 @@ class Recipe:
     gate_limit: int | None = field(
         default=None, metadata={"help": "Use at most this many held-out prompts."}
     )
+    gate_min_net_rows: int = field(
+        default=2,
+        metadata={
+            "help": "A judge-free figure counts as improved only when the candidate does "
+            "better on at least this many more held-out questions than it does worse: on "
+            "a few rows, one lucky answer moves a mean a long way."
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.algo not in ("dpo", "grpo"):
@@ -256,6 +264,8 @@ class Recipe:
                 raise ValueError(f"{name}={limit} is negative; 0 or None turns it off")
         if self.beta < 0:
             raise ValueError(f"beta={self.beta} is negative; use 0 (no KL) or more")
+        if self.gate_min_net_rows < 1:
+            raise ValueError(f"gate_min_net_rows={self.gate_min_net_rows} must be at least 1")
         if not 0.0 <= self.heldout_fraction < 1.0:
             raise ValueError(f"heldout_fraction={self.heldout_fraction} must be in [0, 1)")
         if self.max_turns_per_user < 1:

@@ -15,6 +15,10 @@ model grading its own answers carries little weight: the candidate then passes o
 judge's win rate *or* on a judge-free figure that improved, and a judge that cannot parse
 or prefers the baseline cannot block a candidate those figures show is better. With a
 separate judge, its win rate must reach the threshold as before.
+
+A figure counts as improved only when the candidate does better than the baseline on at
+least ``min_net_rows`` more held-out questions than it does worse (a paired count, as a
+sign test reads it): on a handful of rows one lucky answer moves a mean a long way.
 """
 
 from __future__ import annotations
@@ -37,6 +41,8 @@ INFO_KEYS = ("num_sources", "answerable", "answer")
 # Token F1 moves by a few hundredths between greedy answers that mean the same; a drop
 # or gain below this is noise on held-out sets of tens of turns.
 F1_TOLERANCE = 0.02
+# Per question, an F1 change below this is the same answer reworded.
+ROW_F1_TOLERANCE = 0.05
 # Grounding: the share of an answer's content words found in its sources. SmolLM2's answers
 # to ClapNQ score 0.55 on average; two runs over the same questions differ by sd 0.19 per
 # answer, and the means of 10 answers by at most 0.14 in 95% of draws. A drop beyond this
@@ -66,6 +72,8 @@ class GateResult:
     declined_answerable: _Figure = field(default_factory=dict)  # wrongly declined
     grounding: _Figure = field(default_factory=dict)  # answers' words found in their sources
     counts: dict[str, int] = field(default_factory=dict)  # rows behind each figure
+    min_net_rows: int = 1  # an improvement must hold on this many more rows than it fails
+    net_rows: dict[str, int] = field(default_factory=dict)  # rows better minus rows worse
     improved: list[str] = field(default_factory=list)  # judge-free figures the candidate raised
     reasons: list[str] = field(default_factory=list)
 
@@ -96,19 +104,21 @@ def judge_free(
         "unanswerable": len(unanswerable),
         "answerable": len(answerable),
     }
+    per_row: dict[str, dict[str, list[float | None]]] = {}
     for model, said in answers.items():
         declined = [float(says_not_in_documents(text)) for text in said]
         # A decline rightly cites nothing: citations are measured on answers given.
         cites = citation_validity(said, **columns)
-        result.citation_validity[model] = _mean(
-            [None if no else c for c, no in zip(cites, declined, strict=True)]
-        )
-        result.not_in_documents[model] = _mean(honest_not_in_documents(said, **columns))
-        result.corrected_f1[model] = _mean(
-            [recall_f1(said[i], [rows[i]["corrected"]])[1] for i in corrected]
-        )
-        result.declined_unanswerable[model] = _mean([declined[i] for i in unanswerable])
-        result.declined_answerable[model] = _mean([declined[i] for i in answerable])
+        values: dict[str, list[float | None]] = {
+            "corrected_f1": [recall_f1(said[i], [rows[i]["corrected"]])[1] for i in corrected],
+            "citation_validity": [None if no else c for c, no in zip(cites, declined, strict=True)],
+            "not_in_documents": list(honest_not_in_documents(said, **columns)),
+            "declined_unanswerable": [declined[i] for i in unanswerable],
+            "declined_answerable": [declined[i] for i in answerable],
+        }
+        for name, row_values in values.items():
+            getattr(result, name)[model] = _mean(row_values)
+        per_row[model] = values
         result.grounding[model] = _mean(
             [
                 grounding(text, row["passages"])
@@ -116,6 +126,22 @@ def judge_free(
                 if row.get("passages") and not no
             ]
         )
+    new, old = per_row.get(result.candidate), per_row.get(result.baseline)
+    if new is not None and old is not None:
+        result.net_rows = {name: _net_rows(name, new[name], old[name]) for name in new}
+
+
+def _net_rows(name: str, new: list[float | None], old: list[float | None]) -> int:
+    """Rows where the candidate does better, minus rows where it does worse."""
+    tolerance = ROW_F1_TOLERANCE if name == "corrected_f1" else 1e-9
+    sign = -1.0 if name == "declined_answerable" else 1.0  # declining those is worse
+    net = 0
+    for a, b in zip(new, old, strict=True):
+        if a is None or b is None:
+            continue
+        diff = sign * (a - b)
+        net += (diff > tolerance) - (diff < -tolerance)
+    return net
 
 
 def _lower_is_better(figure: _Figure) -> _Figure:
@@ -126,16 +152,22 @@ def decide(result: GateResult) -> None:
     """Set ``result.reasons`` (empty: pass) and ``result.passed`` from its figures."""
     new, old = result.candidate, result.baseline
     checks = {
-        "overlap with users' corrected answers (token F1)": (result.corrected_f1, F1_TOLERANCE),
-        "citation validity": (result.citation_validity, 1e-9),
-        'honest "not in the documents" rate': (result.not_in_documents, 1e-9),
+        "overlap with users' corrected answers (token F1)": (
+            result.corrected_f1,
+            F1_TOLERANCE,
+            "corrected_f1",
+        ),
+        "citation validity": (result.citation_validity, 1e-9, "citation_validity"),
+        'honest "not in the documents" rate': (result.not_in_documents, 1e-9, "not_in_documents"),
         "declining questions the documents cannot answer": (
             result.declined_unanswerable,
             1e-9,
+            "declined_unanswerable",
         ),
         "not declining questions the documents answer": (
             _lower_is_better(result.declined_answerable),
             1e-9,
+            "declined_answerable",
         ),
     }
     # A guard only: copying the sources raises grounding, so a rise earns no pass.
@@ -145,20 +177,28 @@ def decide(result: GateResult) -> None:
             f"answers' grounding in their sources got worse: {grounding[new]:.2f} < "
             f"{grounding[old]:.2f} (content words found in the sources)"
         )
-    improved = []
-    for name, (figure, tolerance) in checks.items():
+    improved, too_few = [], []
+    for name, (figure, tolerance, key) in checks.items():
         if _worse(figure.get(new), figure.get(old), tolerance):
             result.reasons.append(f"{name} got worse: {figure[new]:.2f} < {figure[old]:.2f}")
         elif _worse(figure.get(old), figure.get(new), tolerance):
-            improved.append(name)
-    result.improved = improved
+            net = result.net_rows.get(key, 0)
+            (improved if net >= result.min_net_rows else too_few).append(f"{name} (net {net})")
+    result.improved = [name.rsplit(" (net", 1)[0] for name in improved]
     won = result.win_rate is not None and result.win_rate >= result.threshold
     if result.judge_is_policy:
         if not won and not improved:
             win = "n/a" if result.win_rate is None else f"{result.win_rate:.2f}"
+            few = (
+                f" (better on too few questions, fewer than {result.min_net_rows} net: "
+                + ", ".join(too_few)
+                + ")"
+                if too_few
+                else ""
+            )
             result.reasons.append(
-                f"no judge-free figure improved, and the judge (the policy model itself) gave "
-                f"win rate {win}, below {result.threshold:.2f}"
+                f"no judge-free figure improved{few}, and the judge (the policy model itself) "
+                f"gave win rate {win}, below {result.threshold:.2f}"
             )
     elif result.win_rate is None:
         result.reasons.append("the judge could not compare any pair")
@@ -178,11 +218,18 @@ def gate(
     max_tokens: int = 256,
     limit: int | None = None,
     judge_is_policy: bool = False,
+    min_net_rows: int = 1,
 ) -> GateResult:
     """Answer ``heldout`` with ``candidate`` and ``baseline`` (served names) and compare."""
     rows = heldout[:limit] if limit is not None else heldout
     result = GateResult(
-        False, candidate, baseline, threshold, prompts=len(rows), judge_is_policy=judge_is_policy
+        False,
+        candidate,
+        baseline,
+        threshold,
+        prompts=len(rows),
+        judge_is_policy=judge_is_policy,
+        min_net_rows=min_net_rows,
     )
     if not rows:
         result.reasons.append("no held-out prompts: collect more rated turns before gating")
@@ -244,10 +291,12 @@ def gate_text(g: dict[str, Any]) -> str:
         ("declined_answerable", "wrongly declined", "answerable"),
         ("grounding", "grounding", None),
     )
+    net_rows = g.get("net_rows") or {}
     parts = []
     for key, label, count in figures:
         figure = g.get(key) or {}
         n = f" (n={counts.get(count, 0)})" if count else ""
-        parts.append(f"{label}{n} {_pct(figure.get(new))} vs {_pct(figure.get(old))}")
+        net = f" [net {net_rows[key]:+d} rows]" if key in net_rows else ""
+        parts.append(f"{label}{n} {_pct(figure.get(new))} vs {_pct(figure.get(old))}{net}")
     lines.append("  judge-free, candidate vs serving: " + "; ".join(parts))
     return "\n".join(lines)

@@ -274,6 +274,7 @@ def gate_step(ws: Workspace, recipe: Recipe, row: AdapterVersion) -> GateResult:
         max_tokens=recipe.gate_max_tokens,
         limit=recipe.gate_limit,
         judge_is_policy=ws.judge_is_policy(recipe),
+        min_net_rows=recipe.gate_min_net_rows,
     )
     result.judge_thumbs = thumbs_agreement(ws.db, judge)
     pub.update_manifest(ws.db, row, gate=result.to_dict())

@@ -57,7 +57,11 @@ def heldout(corrections: list[str] | None = None) -> list[dict[str, Any]]:
 
 
 def run_gate(
-    answers: dict[str, list[str]], *, judge_is_policy: bool, corrections: list[str] | None = None
+    answers: dict[str, list[str]],
+    *,
+    judge_is_policy: bool,
+    corrections: list[str] | None = None,
+    min_net_rows: int = 1,
 ) -> Any:
     server = ScriptedServer(answers)
     judge = LLMJudge(server, "policy")  # type: ignore[arg-type]
@@ -68,6 +72,7 @@ def run_gate(
         candidate="new",
         baseline="old",
         judge_is_policy=judge_is_policy,
+        min_net_rows=min_net_rows,
     )
 
 
@@ -105,6 +110,24 @@ def test_judge_free_gains_pass_when_the_judge_is_the_policy_but_not_a_separate_j
     text = gate_text(result.to_dict())
     assert "judge (the policy model itself): replies parsed 0.00" in text
     assert "F1 vs corrected answers (n=3) 1.00 vs" in text and "wrongly declined (n=2)" in text
+
+
+def test_a_gain_on_one_question_is_too_little_to_pass_when_two_are_required() -> None:
+    # The candidate differs from the baseline on one question only: it declines the
+    # unanswerable one. Every judge-free figure that moved rests on that single row.
+    one_better = {"new": GOOD, "old": [GOOD[0], GOOD[1], "[1] Uruguay."]}
+    lucky = run_gate(one_better, judge_is_policy=True, min_net_rows=2)
+    assert not lucky.passed and lucky.improved == []
+    assert lucky.net_rows["declined_unanswerable"] == 1
+    assert lucky.net_rows["corrected_f1"] == 1 and lucky.net_rows["citation_validity"] == 0
+    reason = lucky.reasons[0]
+    assert "better on too few questions, fewer than 2 net" in reason
+    assert "declining questions the documents cannot answer (net 1)" in reason
+    assert "[net +1 rows]" in gate_text(lucky.to_dict())
+    # The same gain on three questions passes.
+    assert run_gate({"new": GOOD, "old": VAGUE}, judge_is_policy=True, min_net_rows=2).passed
+    # With one row required, the single gain is enough.
+    assert run_gate(one_better, judge_is_policy=True, min_net_rows=1).passed
 
 
 def test_poisoned_corrections_in_the_heldout_slice_cannot_pass_an_ungrounded_candidate() -> None:
