@@ -12,6 +12,10 @@ Each round:
   3. ``rl-trainer run --recipe R`` judges, trains, gates, publishes and promotes or rejects;
   4. ``python -m app.eval --pool eval`` measures the served version on the evaluation pool.
 The base model is measured once, as the peer, on the same evaluation pool in the same run.
+The eval answers greedily by default (``--eval-temperature 0``): base and adapter each say
+the same thing every time, so the difference between them is the adapter's, not sampling
+noise (at the served temperature, two runs of the base on 20 + 20 questions differ by
+about 0.04 in recall, as much as half the target gain).
 
 **Simulated users' rule.** An answerable question's answer is good when it does not decline
 and its token recall against the reference is at least ``RECALL_OK``; a good answer gets a
@@ -268,7 +272,9 @@ def train(stack: Stack, recipe: str, overrides: list[str]) -> dict[str, Any]:
     return report
 
 
-def evaluate(stack: Stack, dataset: Path, adapter: str, limit: int | None) -> dict[str, Any]:
+def evaluate(
+    stack: Stack, dataset: Path, adapter: str, limit: int | None, temperature: float | None
+) -> dict[str, Any]:
     """``python -m app.eval --pool eval`` against the bench's model server."""
     out = stack.work / f"eval-{adapter}-{time.time_ns()}.json"
     cmd = [sys.executable, "-m", "app.eval", "--dataset", str(dataset), "--pool", "eval"]
@@ -276,6 +282,8 @@ def evaluate(stack: Stack, dataset: Path, adapter: str, limit: int | None) -> di
     if limit:
         cmd += ["--limit", str(limit)]
     env = {k: v for k, v in stack.env.items() if k not in ("DATA_DIR", "API_PORT")}
+    if temperature is not None:
+        env["AGENT_TEMPERATURE"] = str(temperature)
     with (stack.work / "eval.log").open("ab") as log:
         subprocess.run(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, check=True)
     figures: dict[str, Any] = json.loads(out.read_text())["figures"]
@@ -367,6 +375,11 @@ def main() -> int:
     # Several users: the trainer refuses a snapshot where one user holds over half the rows.
     parser.add_argument("--users", type=int, default=4)
     parser.add_argument("--eval-limit", type=int, default=None, help="eval pool: N of each kind")
+    parser.add_argument(
+        "--eval-temperature", type=float, default=0.0,
+        help="the eval's answer temperature (default 0, greedy: no sampling noise between "
+        "base and adapter); a negative value keeps the served AGENT_TEMPERATURE",
+    )  # fmt: skip
     parser.add_argument("--poisoned-round", action="store_true")
     parser.add_argument("--device", choices=["cpu", "cuda"], default=None)
     parser.add_argument("--work", type=Path, default=None, help="keep stores and logs here")
@@ -375,6 +388,7 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
     overrides = [*args.set, *([f"device={args.device}"] if args.device else [])]
+    eval_temperature = None if args.eval_temperature < 0 else args.eval_temperature
     data = load_dataset(args.dataset)
     pool = data.pool("train").items
     # Interleave answerable and unanswerable so each round holds both.
@@ -392,7 +406,7 @@ def main() -> int:
             keys = [create_user(stack, f"user{n}") for n in range(args.users)]
             # Each user uploads the passages: retrieval only searches a user's own documents.
             doc_ids = {key: upload(client, stack, key, data) for key in keys}
-            base = evaluate(stack, args.dataset, "none", args.eval_limit)
+            base = evaluate(stack, args.dataset, "none", args.eval_limit, eval_temperature)
             logger.info("base model on the evaluation pool: %s", base)
             plan = [False] * args.rounds + ([True] if args.poisoned_round else [])
             for number, poisoned in enumerate(plan, start=1):
@@ -406,7 +420,7 @@ def main() -> int:
                 report = train(stack, args.recipe, overrides)
                 now = serving(stack)
                 round_s = time.perf_counter() - start  # ask, rate, train, gate, promote
-                figs = evaluate(stack, args.dataset, now, args.eval_limit)
+                figs = evaluate(stack, args.dataset, now, args.eval_limit, eval_temperature)
                 if now not in ("none", before):
                     record_eval(stack, now, args.dataset.name, figs, base)
                 row = {
@@ -430,7 +444,8 @@ def main() -> int:
         "round poisoned  up/dn/cor kept/given ungr train_s      gate        serving "
         "round_s eval_s  eval pool, value (vs base): " + ", ".join(EVAL_FIGURES)
     )
-    print(f"\nflywheel on {args.model}, recipe {args.recipe}; work dir {work}")
+    temp = "served" if eval_temperature is None else f"{eval_temperature:g}"
+    print(f"\nflywheel on {args.model}, recipe {args.recipe}, eval temperature {temp}; work {work}")
     print("base: " + " ".join(f"{n} {_num(base.get(n))}" for n in EVAL_FIGURES))
     print(header)
     print("-" * len(header))
