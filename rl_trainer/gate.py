@@ -183,8 +183,11 @@ def decide(result: GateResult) -> None:
             result.reasons.append(f"{name} got worse: {figure[new]:.2f} < {figure[old]:.2f}")
         elif _worse(figure.get(old), figure.get(new), tolerance):
             net = result.net_rows.get(key, 0)
-            (improved if net >= result.min_net_rows else too_few).append(f"{name} (net {net})")
-    result.improved = [name.rsplit(" (net", 1)[0] for name in improved]
+            if net >= result.min_net_rows:
+                improved.append(name)
+            else:
+                too_few.append(f"{name} (net {net})")
+    result.improved = improved
     won = result.win_rate is not None and result.win_rate >= result.threshold
     if result.judge_is_policy:
         if not won and not improved:
