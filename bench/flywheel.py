@@ -41,6 +41,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import re
 import signal
@@ -367,6 +368,23 @@ def _delta(value: Any, base: Any) -> str:
     return "-" if value is None or base is None else f"{value - base:+.3f}"
 
 
+def needed_users(recipe: str, overrides: list[str], ratings: int) -> int:
+    """Enough simulated users that the trainer counts every rating of the run.
+
+    The trainer counts at most ``max_ratings_per_user_per_day`` ratings of a user a day
+    (one user cannot steer training); the bench runs within a day, so with too few users
+    the later rounds, the poisoned one included, would train on nothing new.
+    """
+    from rl_trainer.config import load_recipe
+
+    cap = load_recipe(recipe).max_ratings_per_user_per_day
+    for pair in overrides:
+        key, _, value = pair.partition("=")
+        if key.strip() == "max_ratings_per_user_per_day":
+            cap = int(value)
+    return max(4, math.ceil(ratings / cap))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", type=Path, default=SHARED / "clapnq")
@@ -376,7 +394,11 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--questions", type=int, default=40, help="asked per round")
     # Several users: the trainer refuses a snapshot where one user holds over half the rows.
-    parser.add_argument("--users", type=int, default=4)
+    parser.add_argument(
+        "--users", type=int, default=None,
+        help="simulated users (default: at least 4, and enough that none rates more than "
+        "the recipe's max_ratings_per_user_per_day over the whole run)",
+    )  # fmt: skip
     parser.add_argument("--eval-limit", type=int, default=None, help="eval pool: N of each kind")
     parser.add_argument(
         "--eval-temperature", type=float, default=0.0,
@@ -392,6 +414,8 @@ def main() -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
     overrides = [*args.set, *([f"device={args.device}"] if args.device else [])]
     eval_temperature = None if args.eval_temperature < 0 else args.eval_temperature
+    plan = [False] * args.rounds + ([True] if args.poisoned_round else [])
+    users = args.users or needed_users(args.recipe, args.set, args.questions * len(plan))
     data = load_dataset(args.dataset)
     pool = data.pool("train").items
     # Interleave answerable and unanswerable so each round holds both.
@@ -406,7 +430,7 @@ def main() -> int:
     table: list[dict[str, Any]] = []
     try:
         with httpx.Client(timeout=900) as client:
-            keys = [create_user(stack, f"user{n}") for n in range(args.users)]
+            keys = [create_user(stack, f"user{n}") for n in range(users)]
             # Each user uploads the passages: retrieval only searches a user's own documents.
             doc_ids = {key: upload(client, stack, key, data) for key in keys}
             base = evaluate(stack, args.dataset, "none", args.eval_limit, eval_temperature)
@@ -414,7 +438,6 @@ def main() -> int:
             # Greedy answers are the same every time, so a version already measured (the
             # base, after a rejected round) is not asked again: 4-5 minutes a round.
             measured = {"none": base} if eval_temperature == 0 else {}
-            plan = [False] * args.rounds + ([True] if args.poisoned_round else [])
             for number, poisoned in enumerate(plan, start=1):
                 start = time.perf_counter()
                 items = order[(number - 1) * args.questions : number * args.questions]

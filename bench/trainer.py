@@ -12,7 +12,12 @@
    Qwen2.5-1.5B-Instruct's shape (built from its config, no download): tokens/s and peak
    GPU memory.
 
-Run: ``.venv/bin/python bench/trainer.py [--steps 8] [--rounds 2] [--skip-e2e]``.
+With ``--family smollm2``, part 1 runs on the real SmolLM2-135M-Instruct instead, with the
+``smollm2-dpo``/``smollm2-grpo`` recipes (their own thread counts, rewards and accumulation)
+on real ClapNQ RAG rows; parts 2 and 3 are skipped.
+
+Run: ``.venv/bin/python bench/trainer.py [--steps 8] [--rounds 2] [--skip-e2e]
+[--family smollm2 [--algo grpo]]``.
 """
 
 from __future__ import annotations
@@ -72,32 +77,81 @@ def rows(algo: str) -> list[dict[str, Any]]:
     return out
 
 
-def bench_recipe(algo: str, steps: int) -> Any:
+def clapnq_rows(algo: str, model: str, budget: int) -> list[dict[str, Any]]:
+    """Real RAG rows from the shared ClapNQ dev set, as the agent's prompt numbers them.
+
+    Each has the gold passage and two others, whole (at most ``budget`` tokens, so neither
+    side trims them); the reference is the correction, a decline the rejected answer.
+    """
+    from app.agent import prompts
+    from app.eval.dataset import load_dataset
+    from rl_trainer.train import load_tokenizer
+
+    data = load_dataset(ROOT.parent / "shared" / "data" / "clapnq")
+    texts = {d.document_id: (d.title, d.text) for d in data.documents}
+    others = list(texts)
+    tokenizer = load_tokenizer(model)
+    out: list[dict[str, Any]] = []
+    for n, item in enumerate(i for i in data.items if i.answerable and i.gold_documents):
+        ids = [item.gold_documents[0], others[n % len(others)], others[(n * 7 + 3) % len(others)]]
+        chunks: list[Any] = [{"title": texts[d][0], "text": texts[d][1]} for d in ids]
+        prompt = [
+            {"role": "system", "content": prompts.ANSWER_SYSTEM},
+            {"role": "user", "content": prompts.user_message(item.question, chunks, [])},
+        ]
+        if len(tokenizer.apply_chat_template(prompt, tokenize=True)) > budget:
+            continue
+        answer = f"{item.references[0]} [1]"
+        if algo == "dpo":
+            chosen = [{"role": "assistant", "content": answer}]
+            rejected = [{"role": "assistant", "content": prompts.NOT_FOUND}]
+            out.append({"prompt": prompt, "chosen": chosen, "rejected": rejected})
+        else:
+            out.append({"prompt": prompt, "num_sources": 3, "answerable": True, "answer": answer})
+        if len(out) == 32:
+            break
+    return out
+
+
+def bench_recipe(algo: str, steps: int, family: str = "tiny") -> Any:
     from rl_trainer.config import load_recipe
 
-    return load_recipe(f"tiny-{algo}", init="fresh", max_steps=steps, logging_steps=1)
+    return load_recipe(f"{family}-{algo}", init="fresh", max_steps=steps, logging_steps=1)
+
+
+def bench_rows(algo: str, model: str, family: str) -> list[dict[str, Any]]:
+    """The tiny fact rows, or real ClapNQ rows that fit the SmolLM2 recipe's max_length."""
+    if family == "tiny":
+        return rows(algo)
+    recipe = bench_recipe(algo, 1, family)
+    completion = recipe.max_completion_length if algo == "grpo" else 160
+    return clapnq_rows(algo, model, recipe.max_length - completion)
 
 
 # --- worker processes -----------------------------------------------------------------
 
 
-def worker_ours(algo: str, model: str, steps: int, out: Path) -> dict[str, Any]:
+def worker_ours(algo: str, model: str, steps: int, out: Path, family: str) -> dict[str, Any]:
     from rl_trainer.data import Snapshot
     from rl_trainer.train import train
 
-    recipe = bench_recipe(algo, steps)
-    result = train(recipe, Snapshot(out / "data", algo, rows(algo), []), model, out / "run")
+    recipe = bench_recipe(algo, steps, family)
+    data = Snapshot(out / "data", algo, bench_rows(algo, model, family), [])
+    result = train(recipe, data, model, out / "run")
     return {"step_times": result.step_times}
 
 
-def worker_plain(algo: str, model: str, steps: int, out: Path) -> dict[str, Any]:
+def worker_plain(algo: str, model: str, steps: int, out: Path, family: str) -> dict[str, Any]:
     """The same training written directly against TRL + peft, as its docs show."""
     import torch
     from datasets import Dataset
     from peft import LoraConfig
     from transformers import TrainerCallback
 
-    recipe = bench_recipe(algo, steps)
+    from rl_trainer.rewards import build_rewards
+
+    recipe = bench_recipe(algo, steps, family)
+    data = bench_rows(algo, model, family)
     torch.set_num_threads(recipe.cpu_threads or torch.get_num_threads())
     times: list[float] = []
 
@@ -111,6 +165,7 @@ def worker_plain(algo: str, model: str, steps: int, out: Path) -> dict[str, Any]
     lora = LoraConfig(
         r=recipe.lora_r,
         lora_alpha=recipe.lora_alpha,
+        lora_dropout=recipe.lora_dropout,
         target_modules=list(recipe.lora_target_modules),
         task_type="CAUSAL_LM",
     )
@@ -119,6 +174,7 @@ def worker_plain(algo: str, model: str, steps: int, out: Path) -> dict[str, Any]
         max_steps=steps,
         learning_rate=recipe.learning_rate,
         per_device_train_batch_size=recipe.per_device_train_batch_size,
+        gradient_accumulation_steps=recipe.gradient_accumulation_steps,
         logging_steps=1,
         save_strategy="no",
         report_to="none",
@@ -134,34 +190,36 @@ def worker_plain(algo: str, model: str, steps: int, out: Path) -> dict[str, Any]
         trainer: Any = DPOTrainer(
             model=model,
             args=DPOConfig(
-                **common, loss_type=list(recipe.loss_type), max_length=recipe.max_length
+                **common,
+                loss_type=list(recipe.loss_type),
+                loss_weights=recipe.loss_weights,
+                max_length=recipe.max_length,
             ),
-            train_dataset=Dataset.from_list(rows("dpo")),
+            train_dataset=Dataset.from_list(data),
             peft_config=lora,
             callbacks=[Timer()],
         )
     else:
         from trl import GRPOConfig, GRPOTrainer
 
-        from rl_trainer.rewards import REWARDS, soft_overlong
-
-        def overlong(completions: list[Any], **kw: Any) -> list[float | None]:
-            return soft_overlong(completions, max_length=16, buffer=4, **kw)
-
-        overlong.__name__ = "soft_overlong"
+        funcs, weights = build_rewards(
+            recipe.rewards,
+            max_completion_length=recipe.max_completion_length,
+            overlong_buffer=recipe.overlong_buffer,
+        )
         trainer = GRPOTrainer(
             model=model,
-            reward_funcs=[REWARDS["leading_citation"], REWARDS["citation_validity"], overlong],
+            reward_funcs=list(funcs),  # type: ignore[arg-type]  # TRL list type is invariant
             args=GRPOConfig(
                 **common,
                 loss_type=str(recipe.loss_type),
                 num_generations=recipe.num_generations,
                 max_completion_length=recipe.max_completion_length,
                 temperature=recipe.temperature,
-                reward_weights=list(recipe.rewards.values()),
+                reward_weights=weights,
                 shuffle_dataset=True,
             ),
-            train_dataset=Dataset.from_list(rows("grpo")),
+            train_dataset=Dataset.from_list(data),
             peft_config=lora,
             callbacks=[Timer()],
         )
@@ -170,12 +228,14 @@ def worker_plain(algo: str, model: str, steps: int, out: Path) -> dict[str, Any]
     return {"step_times": times}
 
 
-def run_worker(kind: str, algo: str, model: str, steps: int) -> dict[str, Any]:
+def run_worker(kind: str, algo: str, model: str, steps: int, family: str) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         result_file = Path(tmp) / "result.json"
         cmd = [sys.executable, __file__, "--worker", kind, "--algo", algo, "--model", model]
-        cmd += ["--steps", str(steps), "--out", tmp]
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+        cmd += ["--steps", str(steps), "--out", tmp, "--family", family]
+        env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
+        if family == "tiny":  # SmolLM2 recipes choose their own threads (cpu_threads)
+            env["OMP_NUM_THREADS"] = "1"
         subprocess.run(cmd, check=True, env=env, capture_output=True, text=True, cwd=ROOT)
         return json.loads(result_file.read_text())
 
@@ -186,7 +246,7 @@ def worker_main(args: argparse.Namespace) -> None:
     logging.disable(logging.WARNING)
     fn = worker_ours if args.worker == "ours" else worker_plain
     out = Path(args.out)
-    result = fn(args.algo, args.model, args.steps, out)
+    result = fn(args.algo, args.model, args.steps, out, args.family)
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     (out / "result.json").write_text(json.dumps(result))
 
@@ -194,14 +254,25 @@ def worker_main(args: argparse.Namespace) -> None:
 # --- part 1: ours vs plain TRL ------------------------------------------------------
 
 
-def compare(model: str, steps: int, rounds: int) -> None:
-    print(f"\n== train step: rl-trainer vs plain TRL (tiny model, CPU, 1 thread, {steps} steps)")
+def compare(
+    model: str,
+    steps: int,
+    rounds: int,
+    family: str = "tiny",
+    algos: tuple[str, ...] = ("dpo", "grpo"),
+) -> None:
+    what = (
+        "tiny model, CPU, 1 thread"
+        if family == "tiny"
+        else "SmolLM2-135M, smollm2-* recipes, ClapNQ rows with 3 sources, CPU"
+    )
+    print(f"\n== train step: rl-trainer vs plain TRL ({what}, {steps} steps)")
     print(f"{'algo':<6}{'impl':<8}{'median step ms':>16}{'peak RSS MB':>14}")
-    for algo in ("dpo", "grpo"):
+    for algo in algos:
         found: dict[str, list[dict[str, Any]]] = {"plain": [], "ours": []}
         for _ in range(rounds):
             for kind in ("plain", "ours"):
-                found[kind].append(run_worker(kind, algo, model, steps))
+                found[kind].append(run_worker(kind, algo, model, steps, family))
         summary = {}
         for kind, runs in found.items():
             steps_ms = [t * 1000 for r in runs for t in r["step_times"][1:]]
@@ -391,14 +462,30 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--skip-e2e", action="store_true")
     p.add_argument("--worker", choices=["ours", "plain"])
-    p.add_argument("--algo", choices=["dpo", "grpo"])
+    p.add_argument("--algo", choices=["dpo", "grpo"], help="with --family smollm2: only this")
     p.add_argument("--model")
+    p.add_argument(
+        "--family",
+        choices=["tiny", "smollm2"],
+        default="tiny",
+        help="smollm2: the step comparison on the real SmolLM2 with its recipes and real "
+        "ClapNQ rows (the toy loop and GPU parts are skipped)",
+    )
     p.add_argument("--out")
     args = p.parse_args()
     if args.worker:
         worker_main(args)
         return
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if args.family == "smollm2":
+        from backend.models import local_model_path
+        from backend.settings import BackendSettings
+        from backend.smollm2 import SMOLLM2_MODEL
+
+        path = local_model_path(SMOLLM2_MODEL, BackendSettings())
+        algos = (args.algo,) if args.algo else ("dpo", "grpo")
+        compare(path, args.steps, args.rounds, "smollm2", algos)
+        return
     from backend.tiny import ensure
 
     model = str(ensure(Path(tempfile.gettempdir()) / "flywheel-bench-models", "chat"))

@@ -93,3 +93,14 @@ def test_one_round_on_the_tiny_model_through_the_api(tiny_chat_model: Path, tmp_
     # Every simulated user has the documents: retrieval searches only a user's own.
     owners = db.execute("SELECT COUNT(DISTINCT user_id) FROM documents").fetchone()[0]
     assert owners == db.execute("SELECT COUNT(*) FROM users").fetchone()[0] == 4
+
+
+def test_the_bench_plans_enough_users_that_the_trainer_counts_every_rating() -> None:
+    """The trainer counts 20 ratings per user a day; 4 rounds of 32 need 7 users, or the
+    last rounds (the poisoned one included) would train on nothing new."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from flywheel import needed_users
+
+    assert needed_users("smollm2-dpo", [], 4 * 32) == 7
+    assert needed_users("smollm2-dpo", ["max_ratings_per_user_per_day=64"], 4 * 32) == 4
+    assert needed_users("tiny-dpo", [], 8) == 4  # never fewer than 4 (the share check)
