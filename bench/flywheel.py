@@ -375,13 +375,10 @@ def needed_users(recipe: str, overrides: list[str], ratings: int) -> int:
     (one user cannot steer training); the bench runs within a day, so with too few users
     the later rounds, the poisoned one included, would train on nothing new.
     """
+    from rl_trainer.cli import parse_overrides
     from rl_trainer.config import load_recipe
 
-    cap = load_recipe(recipe).max_ratings_per_user_per_day
-    for pair in overrides:
-        key, _, value = pair.partition("=")
-        if key.strip() == "max_ratings_per_user_per_day":
-            cap = int(value)
+    cap = load_recipe(recipe, **parse_overrides(overrides)).max_ratings_per_user_per_day
     return max(4, math.ceil(ratings / cap))
 
 

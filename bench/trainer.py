@@ -77,11 +77,12 @@ def rows(algo: str) -> list[dict[str, Any]]:
     return out
 
 
-def clapnq_rows(algo: str, model: str, budget: int) -> list[dict[str, Any]]:
+def clapnq_rows(algo: str, model: str, max_length: int, completion: int) -> list[dict[str, Any]]:
     """Real RAG rows from the shared ClapNQ dev set, as the agent's prompt numbers them.
 
-    Each has the gold passage and two others, whole (at most ``budget`` tokens, so neither
-    side trims them); the reference is the correction, a decline the rejected answer.
+    Each has the gold passage and two others; only rows that fit ``max_length`` whole
+    (with ``completion`` tokens to generate) are kept, so neither side trims them. The
+    reference is the correction, a decline the rejected answer.
     """
     from app.agent import prompts
     from app.eval.dataset import load_dataset
@@ -99,11 +100,12 @@ def clapnq_rows(algo: str, model: str, budget: int) -> list[dict[str, Any]]:
             {"role": "system", "content": prompts.ANSWER_SYSTEM},
             {"role": "user", "content": prompts.user_message(item.question, chunks, [])},
         ]
-        if len(tokenizer.apply_chat_template(prompt, tokenize=True)) > budget:
-            continue
         answer = f"{item.references[0]} [1]"
+        chosen = [{"role": "assistant", "content": answer}]
+        longest = prompt + chosen if algo == "dpo" else prompt  # the decline is shorter
+        if len(tokenizer.apply_chat_template(longest, tokenize=True)) + completion > max_length:
+            continue
         if algo == "dpo":
-            chosen = [{"role": "assistant", "content": answer}]
             rejected = [{"role": "assistant", "content": prompts.NOT_FOUND}]
             out.append({"prompt": prompt, "chosen": chosen, "rejected": rejected})
         else:
@@ -119,13 +121,12 @@ def bench_recipe(algo: str, steps: int, family: str = "tiny") -> Any:
     return load_recipe(f"{family}-{algo}", init="fresh", max_steps=steps, logging_steps=1)
 
 
-def bench_rows(algo: str, model: str, family: str) -> list[dict[str, Any]]:
+def bench_rows(recipe: Any, model: str, family: str) -> list[dict[str, Any]]:
     """The tiny fact rows, or real ClapNQ rows that fit the SmolLM2 recipe's max_length."""
     if family == "tiny":
-        return rows(algo)
-    recipe = bench_recipe(algo, 1, family)
-    completion = recipe.max_completion_length if algo == "grpo" else 160
-    return clapnq_rows(algo, model, recipe.max_length - completion)
+        return rows(recipe.algo)
+    completion = recipe.max_completion_length if recipe.algo == "grpo" else 0
+    return clapnq_rows(recipe.algo, model, recipe.max_length, completion)
 
 
 # --- worker processes -----------------------------------------------------------------
@@ -136,7 +137,7 @@ def worker_ours(algo: str, model: str, steps: int, out: Path, family: str) -> di
     from rl_trainer.train import train
 
     recipe = bench_recipe(algo, steps, family)
-    data = Snapshot(out / "data", algo, bench_rows(algo, model, family), [])
+    data = Snapshot(out / "data", algo, bench_rows(recipe, model, family), [])
     result = train(recipe, data, model, out / "run")
     return {"step_times": result.step_times}
 
@@ -151,7 +152,7 @@ def worker_plain(algo: str, model: str, steps: int, out: Path, family: str) -> d
     from rl_trainer.rewards import build_rewards
 
     recipe = bench_recipe(algo, steps, family)
-    data = bench_rows(algo, model, family)
+    data = bench_rows(recipe, model, family)
     torch.set_num_threads(recipe.cpu_threads or torch.get_num_threads())
     times: list[float] = []
 

@@ -26,7 +26,8 @@ from rl_trainer.publish import PublishError
 logger = logging.getLogger("rl_trainer")
 
 
-def _overrides(pairs: list[str]) -> dict[str, Any]:
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """``--set key=value`` pairs as recipe fields, values read as YAML."""
     out: dict[str, Any] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
@@ -42,7 +43,7 @@ def _overrides(pairs: list[str]) -> dict[str, Any]:
 
 
 def _recipe(args: argparse.Namespace) -> Recipe:
-    return load_recipe(args.recipe, algo=getattr(args, "algo", None), **_overrides(args.set))
+    return load_recipe(args.recipe, algo=getattr(args, "algo", None), **parse_overrides(args.set))
 
 
 def _writer(stream: TextIO) -> Callable[[str], None]:
@@ -202,7 +203,7 @@ def dispatch(args: argparse.Namespace, write: Callable[[str], None]) -> int:
             name = (
                 args.recipe or ws.settings.online_recipe or recipe_for_model(ws.backend.llm_model)
             )
-            recipe = load_recipe(name, **_overrides(args.set))
+            recipe = load_recipe(name, **parse_overrides(args.set))
             logger.info("online rounds use recipe %s", name or "(the trainer's defaults)")
             loop = OnlineLoop(ws, recipe)
             _stop_on_signals(loop.stop)
