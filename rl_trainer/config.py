@@ -215,6 +215,15 @@ class Recipe:
     gate_limit: int | None = field(
         default=None, metadata={"help": "Use at most this many held-out prompts."}
     )
+    gate_policy_judge: bool = field(
+        default=True,
+        metadata={
+            "help": "Ask the judge to compare each held-out pair when the judge is the policy "
+            "model itself. Off where that measured nothing: SmolLM2 judging its own answers "
+            "gave a win rate of 0.50 in every round, and its two calls per prompt were about "
+            "40% of the gate's time. The judge-free checks then decide alone."
+        },
+    )
     gate_min_net_rows: int = field(
         default=2,
         metadata={

@@ -63,6 +63,7 @@ class GateResult:
     judged: int = 0
     win_rate: float | None = None
     judge_is_policy: bool = False
+    judge_compared: bool = True  # False: the policy judge was not asked (gate_policy_judge)
     judge_parse_rate: float | None = None  # share of the judge's replies parsed here
     judge_thumbs: dict[str, Any] = field(default_factory=dict)  # agreement with users
     citation_validity: _Figure = field(default_factory=dict)
@@ -199,9 +200,14 @@ def decide(result: GateResult) -> None:
                 if too_few
                 else ""
             )
+            judged = (
+                f"gave win rate {win}, below {result.threshold:.2f}"
+                if result.judge_compared
+                else "was not asked to compare (gate_policy_judge is off)"
+            )
             result.reasons.append(
                 f"no judge-free figure improved{few}, and the judge (the policy model itself) "
-                f"gave win rate {win}, below {result.threshold:.2f}"
+                + judged
             )
     elif result.win_rate is None:
         result.reasons.append("the judge could not compare any pair")
@@ -212,7 +218,7 @@ def decide(result: GateResult) -> None:
 
 def gate(
     client: ModelClient,
-    judge: Judge,
+    judge: Judge | None,
     heldout: list[dict[str, Any]],
     *,
     candidate: str,
@@ -223,7 +229,13 @@ def gate(
     judge_is_policy: bool = False,
     min_net_rows: int = 1,
 ) -> GateResult:
-    """Answer ``heldout`` with ``candidate`` and ``baseline`` (served names) and compare."""
+    """Answer ``heldout`` with ``candidate`` and ``baseline`` (served names) and compare.
+
+    ``judge`` None (only with ``judge_is_policy``): no pairwise comparison is asked; the
+    judge-free checks decide alone.
+    """
+    if judge is None and not judge_is_policy:
+        raise ValueError("a judge separate from the policy must compare the answers")
     rows = heldout[:limit] if limit is not None else heldout
     result = GateResult(
         False,
@@ -232,6 +244,7 @@ def gate(
         threshold,
         prompts=len(rows),
         judge_is_policy=judge_is_policy,
+        judge_compared=judge is not None,
         min_net_rows=min_net_rows,
     )
     if not rows:
@@ -239,13 +252,15 @@ def gate(
         return result
     wins: list[float] = []
     answers: dict[str, list[str]] = {candidate: [], baseline: []}
-    asked, failed = judge.asked, judge.failures
+    asked, failed = (judge.asked, judge.failures) if judge is not None else (0, 0)
     for row in tqdm(rows, desc=f"gate {candidate} vs {baseline}", unit="prompt"):
         for model in (candidate, baseline):
             reply = client.chat(
                 row["prompt"], model=model, temperature=0.0, max_tokens=max_tokens, seed=0
             )
             answers[model].append(reply.text)
+        if judge is None:
+            continue
         info = {k: row.get(k) for k in INFO_KEYS}
         preference = judge.compare(
             row["prompt"], answers[candidate][-1], answers[baseline][-1], info
@@ -254,7 +269,7 @@ def gate(
             wins.append(preference)
     result.judged = len(wins)
     result.win_rate = sum(wins) / len(wins) if wins else None
-    result.judge_parse_rate = parse_rate(judge, asked, failed)
+    result.judge_parse_rate = parse_rate(judge, asked, failed) if judge is not None else None
     judge_free(result, rows, answers)
     decide(result)
     logger.info(
@@ -279,6 +294,8 @@ def gate_text(g: dict[str, Any]) -> str:
     if g["passed"] and g.get("improved"):
         verdict += " (improved: " + ", ".join(g["improved"]) + ")"
     judge = "the policy model itself" if g.get("judge_is_policy") else "separate from the policy"
+    if not g.get("judge_compared", True):
+        judge += ", not asked to compare"
     thumbs = g.get("judge_thumbs") or {}
     lines = [
         f"gate: {new} vs {old}: win rate {_pct(g['win_rate'])} (threshold "

@@ -264,16 +264,17 @@ def gate_step(ws: Workspace, recipe: Recipe, row: AdapterVersion) -> GateResult:
     snapshot = read_snapshot(Path(data))
     pub.ensure_loaded(ws.client, row)
     judge = ws.judge(recipe)
+    is_policy = ws.judge_is_policy(recipe)
     result = gate(
         ws.client,
-        judge,
+        judge if recipe.gate_policy_judge or not is_policy else None,
         snapshot.heldout,
         candidate=row.served_name,
         baseline=ws.serving(),
         threshold=recipe.gate_threshold,
         max_tokens=recipe.gate_max_tokens,
         limit=recipe.gate_limit,
-        judge_is_policy=ws.judge_is_policy(recipe),
+        judge_is_policy=is_policy,
         min_net_rows=recipe.gate_min_net_rows,
     )
     result.judge_thumbs = thumbs_agreement(ws.db, judge)

@@ -62,12 +62,13 @@ def run_gate(
     judge_is_policy: bool,
     corrections: list[str] | None = None,
     min_net_rows: int = 1,
+    ask_judge: bool = True,
 ) -> Any:
     server = ScriptedServer(answers)
     judge = LLMJudge(server, "policy")  # type: ignore[arg-type]
     return gate(
         server,  # type: ignore[arg-type]
-        judge,
+        judge if ask_judge else None,
         heldout(corrections),
         candidate="new",
         baseline="old",
@@ -217,3 +218,26 @@ def test_the_judge_is_the_policy_unless_another_server_or_model_is_named(
     ws = Workspace(TrainerSettings(**env), BackendSettings(), db, Models())  # type: ignore[arg-type]
     assert ws.judge_is_policy(Recipe(judge="llm")) is is_policy
     assert ws.judge_is_policy(Recipe(judge="rule:leading_citation")) is False
+
+
+class CountingServer(ScriptedServer):
+    def __init__(self, answers: dict[str, list[str]]) -> None:
+        super().__init__(answers)
+        self.calls = 0
+
+    def chat(self, messages: list[dict[str, Any]], *, model: str, **kw: Any) -> ChatResult:
+        self.calls += 1
+        return super().chat(messages, model=model, **kw)
+
+
+def test_without_the_policy_judge_the_gate_asks_only_for_answers_and_checks_decide() -> None:
+    server = CountingServer({"new": GOOD, "old": VAGUE})
+    result = gate(server, None, heldout(), candidate="new", baseline="old", judge_is_policy=True)  # type: ignore[arg-type]
+    assert server.calls == 2 * len(ROWS)  # two answers a prompt, no judge calls
+    assert result.passed and result.win_rate is None and not result.judge_compared
+    assert "not asked to compare" in gate_text(result.to_dict())
+    worse = run_gate({"new": VAGUE, "old": VAGUE}, judge_is_policy=True, ask_judge=False)
+    assert not worse.passed
+    assert "was not asked to compare (gate_policy_judge is off)" in worse.reasons[-1]
+    with pytest.raises(ValueError, match="separate from the policy"):
+        run_gate({"new": GOOD, "old": VAGUE}, judge_is_policy=False, ask_judge=False)
