@@ -100,6 +100,8 @@ def test_one_round_on_smollm2_trains_on_exactly_the_stored_turns(
         assert set(ids["train"]) | set(ids["heldout"]) == stored == set(rated)
         assert len(owners) == 1
         assert report["gate"] is not None and "passed" in report["gate"]
+        # The recipe skips SmolLM2 judging its own answers: the gate asked for answers only.
+        assert report["gate"]["judge_compared"] is False and report["gate"]["win_rate"] is None
     finally:
         stop(api.proc)
         stop(server.proc)
